@@ -1,0 +1,1 @@
+"""Styringsbot: cited answers about Oslo kommune's governance system, from its own documents."""

@@ -1,0 +1,68 @@
+"""The question-answering core, opened once per process: index + embedder → retrieve → answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.abstention import AbstentionModel
+from bot.answer import Answer, Answerer
+from bot.config import Settings
+from bot.retrieval import Retriever
+from ingest.embeddings import Embedder
+from ingest.store import Index, IndexMissing
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    index: Index
+    embedder: Embedder
+    retriever: Retriever
+    answerer: Answerer
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        build_if_missing: bool = False,
+        on_build: Callable[[], None] | None = None,
+        progress: bool = True,
+    ) -> Engine:
+        """Open the index; on a fresh checkout optionally build it first (with progress)."""
+        spec = settings.embedder_spec
+        try:
+            index = Index.open(
+                settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
+            )
+            embedder = spec.build()
+        except IndexMissing:
+            if not build_if_missing:
+                raise
+            if on_build:
+                on_build()
+            from ingest.pipeline import sync
+
+            embedder = spec.build()
+            sync(
+                settings.knowledge_dir,
+                settings.data_dir,
+                spec,
+                chroma_host=settings.chroma_host,
+                chroma_port=settings.chroma_port,
+                progress=progress,
+                embedder=embedder,
+            )
+            index = Index.open(
+                settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
+            )
+        abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
+        return cls(settings, index, embedder, Retriever(index, embedder), Answerer(abstention))
+
+    def ask(self, question: str, k: int | None = None, search_text: str | None = None) -> Answer:
+        """Answer one question; `search_text` lets a follow-up search with its context."""
+        result = self.retriever.search(search_text or question, k=k or self.settings.top_k)
+        answer = self.answerer.answer(result)
+        answer.question = question
+        return answer

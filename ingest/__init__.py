@@ -1,0 +1,1 @@
+"""Ingestion: knowledge files become a searchable index (load → clean → split → embed → store)."""

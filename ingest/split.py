@@ -1,0 +1,125 @@
+"""Cleaned pages → readable chunks (whole bullets, sentences) that know their page and heading."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+from langchain_core.documents import Document
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from ingest.model import Chunk, Page, Source
+
+# About 60–300 tokens of Norwegian (roughly four characters a token): one slide is usually one
+# chunk, a long memo page becomes a few.
+CHUNK_CHARS = 1100
+MIN_CHUNK_CHARS = 240
+# Fewer letters than this is a title slide or a "Takk for oss!", not a passage worth retrieving.
+MIN_LETTERS = 25
+
+_SPLITTER = RecursiveCharacterTextSplitter(
+    chunk_size=CHUNK_CHARS,
+    chunk_overlap=0,
+    separators=["\n\n\n", "\n\n", "\n• ", "\n", ". ", "; ", ", ", " "],
+    keep_separator="start",
+    strip_whitespace=True,
+)
+
+_NUMBERED_HEADING = re.compile(r"^\d+(\.\d+)*\.?\s+\S")
+
+
+def _letters(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
+def _looks_like_heading(line: str) -> bool:
+    line = line.strip()
+    if not line or len(line) > 90 or line.startswith(("•", "-", "–", "(")):
+        return False
+    if line.endswith((",", ";", ".")) and not _NUMBERED_HEADING.match(line):
+        return False
+    first = line[0]
+    return first.isupper() or first.isdigit() or first in '«"'
+
+
+def _page_heading(page: Page, text: str, is_presentation: bool) -> str | None:
+    if page.heading:
+        return page.heading
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if is_presentation and _looks_like_heading(first):
+        return first.strip()
+    return None
+
+
+def _section_headings(text: str) -> list[tuple[int, str]]:
+    """Offsets of section headings in running text ("2. Bakgrunn", a short line set apart)."""
+    found = []
+    lines = text.split("\n")
+    offset = 0
+    for i, line in enumerate(lines):
+        before = lines[i - 1] if i > 0 else ""
+        after = lines[i + 1] if i + 1 < len(lines) else ""
+        set_apart = not before.strip() and not after.strip()
+        standalone = set_apart or _NUMBERED_HEADING.match(line)
+        if _looks_like_heading(line) and standalone and len(line.split()) <= 12:
+            found.append((offset, line.strip()))
+        offset += len(line) + 1
+    return found
+
+
+def _tidy(text: str) -> str:
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def chunk_id(source: str, ordinal: int, text: str) -> str:
+    digest = hashlib.sha1(f"{source}\n{ordinal}\n{text}".encode()).hexdigest()
+    return f"{hashlib.sha1(source.encode()).hexdigest()[:10]}-{ordinal:04d}-{digest[:10]}"
+
+
+def split_pages(source: Source, pages: Sequence[Page], texts: Sequence[str]) -> list[Chunk]:
+    """Split each cleaned page text into chunks; a chunk never spans two pages."""
+    is_presentation = source.kind == "presentation"
+    chunks: list[Chunk] = []
+    current_heading: str | None = None
+    for page, text in zip(pages, texts, strict=True):
+        if _letters(text) < MIN_LETTERS:
+            continue
+        heading = _page_heading(page, text, is_presentation)
+        docs = _SPLITTER.split_documents([Document(page_content=text)])
+        pieces = _merge_small([d.page_content for d in docs])
+        sections = _section_headings(text) if not heading else []
+        cursor = 0
+        for piece in pieces:
+            start = text.find(piece[:40], cursor)
+            cursor = max(cursor, start)
+            for offset, title in sections:
+                if offset <= max(start, 0):
+                    current_heading = title
+            piece_heading = heading or current_heading
+            body = _tidy(piece)
+            if _letters(body) < MIN_LETTERS:
+                continue
+            chunks.append(
+                Chunk(
+                    id=chunk_id(source.path, len(chunks), body),
+                    source=source.path,
+                    title=source.title,
+                    location=source.location(page),
+                    heading=piece_heading,
+                    text=body,
+                )
+            )
+    return chunks
+
+
+def _merge_small(pieces: list[str]) -> list[str]:
+    """Fold pieces too short to stand alone into a neighbour on the same page."""
+    merged: list[str] = []
+    for piece in pieces:
+        small = merged and min(len(piece), len(merged[-1])) < MIN_CHUNK_CHARS
+        if small and len(merged[-1]) + len(piece) <= CHUNK_CHARS * 1.4:
+            merged[-1] = f"{merged[-1]}\n\n{piece}"
+            continue
+        merged.append(piece)
+    return merged

@@ -1,0 +1,241 @@
+"""The index on disk: a Chroma collection, a BM25 folder and a state file that ties them together.
+
+Every ingest that changes something writes a new *generation* (collection + lexical folder) next to
+the current one and then replaces the state file atomically; only then is the old generation
+deleted. A failed or interrupted ingest therefore leaves the previous index whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.lexical import LexicalIndex
+from ingest.model import Chunk
+
+STATE_FILE = "index.json"
+STATE_VERSION = 1
+
+
+class IndexStoreError(Exception):
+    """Base of the index errors a user can cause; the message says what to do."""
+
+
+class IndexMissing(IndexStoreError):
+    pass
+
+
+class EmbedderMismatch(IndexStoreError):
+    pass
+
+
+class StoreUnavailable(IndexStoreError):
+    pass
+
+
+@dataclass
+class FileRecord:
+    sha256: str
+    fingerprint: str  # content + manifest entry + pipeline version: what decides a re-ingest
+    title: str
+    chunk_ids: list[str]
+    boilerplate: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IndexState:
+    embedder: str
+    dim: int
+    index_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    generation: int = 0
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    @property
+    def collection_name(self) -> str:
+        return f"styringsbot-{self.index_id}-g{self.generation}"
+
+    @property
+    def lexical_dirname(self) -> str:
+        return f"lexical-g{self.generation}"
+
+    @classmethod
+    def read(cls, data_dir: Path) -> IndexState | None:
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != STATE_VERSION:
+            return None
+        files = {k: FileRecord(**v) for k, v in data.pop("files", {}).items()}
+        return cls(**data, files=files)
+
+    def write(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps(asdict(self), ensure_ascii=False, indent=1)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".index-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, data_dir / STATE_FILE)
+
+
+def chroma_client(data_dir: Path, host: str | None, port: int):  # type: ignore[no-untyped-def]
+    """An embedded client in the data dir, or a client of the Chroma server at host:port."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if host:
+        try:
+            client = chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+            client.heartbeat()
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"Fikk ikke kontakt med Chroma-serveren på {host}:{port}; start den, eller fjern "
+                "CHROMA_HOST for å bruke den innebygde databasen."
+            ) from exc
+        return client
+    return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
+
+
+def _chunk_metadata(chunk: Chunk) -> dict[str, str]:
+    # Chroma metadata values cannot be None.
+    return {
+        "source": chunk.source,
+        "title": chunk.title,
+        "location": chunk.location or "",
+        "heading": chunk.heading or "",
+    }
+
+
+def write_generation(
+    client: Any,
+    data_dir: Path,
+    state: IndexState,
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+) -> None:
+    """Write chunks and their vectors as generation `state.generation` (collection + lexical)."""
+    collection = client.create_collection(
+        state.collection_name,
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata={"embedder": state.embedder, "index_id": state.index_id},
+        embedding_function=None,
+    )
+    batch = 1000
+    for start in range(0, len(chunks), batch):
+        part = chunks[start : start + batch]
+        collection.add(
+            ids=[c.id for c in part],
+            embeddings=vectors[start : start + batch],
+            documents=[c.text for c in part],
+            metadatas=[_chunk_metadata(c) for c in part],
+        )
+    folder = data_dir / state.lexical_dirname
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    LexicalIndex.build([lexical_text(c) for c in chunks]).save(folder)
+    with (folder / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+
+
+def lexical_text(chunk: Chunk) -> str:
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+def drop_generation(client: Any, data_dir: Path, state: IndexState) -> None:
+    """Remove one generation; missing parts are fine (it may have failed half-way)."""
+    with contextlib.suppress(Exception):
+        client.delete_collection(state.collection_name)
+    shutil.rmtree(data_dir / state.lexical_dirname, ignore_errors=True)
+
+
+def read_vectors(client: Any, state: IndexState, ids: list[str]) -> dict[str, np.ndarray]:
+    """Stored vectors of chunks kept from the current generation (nothing is re-embedded)."""
+    if not ids:
+        return {}
+    collection = client.get_collection(state.collection_name, embedding_function=None)
+    found: dict[str, np.ndarray] = {}
+    batch = 1000
+    for start in range(0, len(ids), batch):
+        got = collection.get(ids=ids[start : start + batch], include=["embeddings"])
+        for chunk_id, vector in zip(got["ids"], got["embeddings"], strict=True):
+            found[chunk_id] = np.asarray(vector, dtype=np.float32)
+    return found
+
+
+def read_chunks(data_dir: Path, state: IndexState) -> list[Chunk]:
+    path = data_dir / state.lexical_dirname / "chunks.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        return [Chunk(**json.loads(line)) for line in handle if line.strip()]
+
+
+class Index:
+    """The current generation, opened for search."""
+
+    def __init__(
+        self, state: IndexState, chunks: list[Chunk], lexical: LexicalIndex, collection: Any
+    ) -> None:
+        self.state = state
+        self.chunks = chunks
+        self.lexical = lexical
+        self._collection = collection
+        self._position = {c.id: i for i, c in enumerate(chunks)}
+
+    @classmethod
+    def open(
+        cls, data_dir: Path, embedder_id: str, chroma_host: str | None, chroma_port: int
+    ) -> Index:
+        state = IndexState.read(data_dir)
+        if state is None or state.generation == 0:
+            raise IndexMissing(
+                f"Fant ingen indeks i {data_dir}; kjør «styringsbot ingest» for å bygge den."
+            )
+        if state.embedder != embedder_id:
+            raise EmbedderMismatch(
+                f"Indeksen er bygd med {state.embedder}, men innstillingen er {embedder_id}; "
+                "kjør «styringsbot ingest --rebuild» for å bygge den på nytt."
+            )
+        client = chroma_client(data_dir, chroma_host, chroma_port)
+        try:
+            collection = client.get_collection(state.collection_name, embedding_function=None)
+            chunks = read_chunks(data_dir, state)
+            lexical = LexicalIndex.load(data_dir / state.lexical_dirname)
+        except Exception as exc:
+            raise IndexMissing(
+                f"Indeksen i {data_dir} er ufullstendig ({exc.__class__.__name__}); kjør "
+                "«styringsbot ingest --rebuild»."
+            ) from exc
+        return cls(state, chunks, lexical, collection)
+
+    def dense(self, query_vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """(chunk position, cosine similarity) of the n nearest chunks, best first."""
+        n = min(n, len(self.chunks))
+        if n == 0:
+            return []
+        result = self._collection.query(
+            query_embeddings=[np.asarray(query_vector, dtype=np.float32)],
+            n_results=n,
+            include=["distances"],
+        )
+        return [
+            (self._position[chunk_id], 1.0 - float(distance))
+            for chunk_id, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+            if chunk_id in self._position
+        ]
+
+    def document_count(self) -> int:
+        return len(self.state.files)
