@@ -14,6 +14,10 @@ MAX_CITATIONS = 3
 # A further passage is cited when its fused score is this close to the best one.
 CITE_RELATIVE = 0.9
 QUOTE_CHARS = 320
+SHORT_QUOTE_CHARS = 60  # a quote shorter than this takes the next sentence along as context
+NUMBER_BONUS = 0.25  # "hvor mange …?" is answered by a sentence with a number in it
+MIN_QUOTE_WORDS = 3
+_SENTENCE_END = (".", "!", "?", ":", ";", "…")
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[«\"(]?[A-ZÆØÅ0-9•])|\n+")
 
@@ -89,36 +93,67 @@ def localized_location(location: str | None, language: str) -> str | None:
 
 def _sentences(text: str) -> list[str]:
     parts = [p.strip(" •–-") for p in _SENTENCE_SPLIT.split(text)]
-    return [p for p in parts if sum(ch.isalpha() for ch in p) >= 8]
+    return [p for p in parts if any(ch.isalnum() for ch in p)]
 
 
-def best_quote(text: str, weights: dict[str, float], limit: int = QUOTE_CHARS) -> str:
-    """The sentence (with its neighbour if room) that covers most of the question's terms."""
+_ASKS_FOR_NUMBER = re.compile(
+    r"\b(hvor mange|hvor ofte|hvor lenge|når|siden når|hvilket år|how many|how often|when)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Quote:
+    text: str
+    score: float  # share of the question's (IDF-weighted) terms it covers, plus small bonuses
+
+
+def best_quote(
+    text: str,
+    weights: dict[str, float],
+    *,
+    wants_number: bool = False,
+    limit: int = QUOTE_CHARS,
+) -> Quote:
+    """The sentence that covers most of the question's terms, with what follows if it helps.
+
+    Sentences are quoted as they stand; where the source broke a line without punctuation (bullets,
+    a heading), the quote marks the break with " / ".
+    """
     sentences = _sentences(text)
     if not sentences:
-        return text[:limit]
+        return Quote(text[:limit], 0.0)
     total = sum(weights.values()) or 1.0
 
     def score(sentence: str) -> float:
         terms = set(tokenize(sentence))
-        return sum(w for t, w in weights.items() if t in terms) / total
+        value = sum(w for t, w in weights.items() if t in terms) / total
+        if wants_number and re.search(r"\d", sentence):
+            value += NUMBER_BONUS
+        return value
 
     scores = [score(s) for s in sentences]
-    best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+    # A bare heading or list item ("Etatsstyringsmøte") repeats the question's words but answers
+    # nothing: prefer real sentences.
+    candidates = [
+        i
+        for i, s in enumerate(sentences)
+        if len(s.split()) >= MIN_QUOTE_WORDS and sum(ch.isalpha() for ch in s) >= 8
+    ] or [0]
+    best = max(candidates, key=lambda i: (scores[i], -i))
     if scores[best] == 0:
-        # Nothing in common on the surface (an English question, say): the passage's own opening
-        # after its heading is the most telling part.
-        best = 1 if len(sentences) > 1 and len(sentences[0]) < 80 else 0
+        best = candidates[0]  # nothing in common on the surface (an English question, say)
     quote = sentences[best]
     following = best + 1
     while following < len(sentences) and len(quote) + len(sentences[following]) < limit:
-        if scores[following] == 0 and len(quote) > limit // 3:
+        if scores[following] == 0 and len(quote) >= SHORT_QUOTE_CHARS:
             break
-        quote = f"{quote} {sentences[following]}"
+        joiner = " " if quote.endswith(_SENTENCE_END) else " / "
+        quote = f"{quote}{joiner}{sentences[following]}"
         following += 1
     if len(quote) > limit:
         quote = quote[: limit - 1].rsplit(" ", 1)[0] + "…"
-    return quote
+    return Quote(quote, scores[best])
 
 
 class Answerer:
@@ -143,17 +178,20 @@ class Answerer:
         top = result.passages[0].score
         cited = [p for p in result.passages if p.score >= CITE_RELATIVE * top]
         cited = cited[: self.max_citations]
-        citations = [
-            Citation(
-                n=n,
-                title=p.title,
-                source=p.chunk.source,
-                location=p.location,
-                text=p.text,
-                quote=best_quote(p.text, result.term_weights),
+        wants_number = bool(_ASKS_FOR_NUMBER.search(result.query))
+        citations = []
+        for n, p in enumerate(cited, start=1):
+            quote = best_quote(p.text, result.term_weights, wants_number=wants_number)
+            citations.append(
+                Citation(
+                    n=n,
+                    title=p.title,
+                    source=p.chunk.source,
+                    location=p.location,
+                    text=p.text,
+                    quote=quote.text,
+                )
             )
-            for n, p in enumerate(cited, start=1)
-        ]
         return Answer(
             question=result.query,
             text=compose(citations, language),
@@ -171,21 +209,22 @@ def _where(citation: Citation, language: str) -> str:
 
 
 def compose(citations: list[Citation], language: str) -> str:
-    """Plain-text answer: a lead quoting the best passage, then every cited passage's excerpt."""
-    first = citations[0]
+    """Plain-text answer: a lead quoting the best passage, then every cited source."""
+    lead = citations[0]
     if language == "en":
-        lead = f"According to {_where(first, language)} (quoted in Norwegian):"
+        opening = f"According to {_where(lead, language)} (quoted in Norwegian):"
         sources = "Sources:"
     else:
-        lead = f"Ifølge {_where(first, language)}:"
+        opening = f"Ifølge {_where(lead, language)}:"
         sources = "Kilder:"
-    lines = [lead, f"«{first.quote}» [1]"]
-    if len(citations) > 1:
-        also = ", ".join(f"[{c.n}]" for c in citations[1:])
+    lines = [opening, f"«{lead.quote}» [{lead.n}]"]
+    others = [c for c in citations if c is not lead]
+    if others:
+        also = ", ".join(f"[{c.n}]" for c in others)
         lines.append(f"See also {also}." if language == "en" else f"Se også {also}.")
     lines.extend(["", sources])
     for c in citations:
         lines.append(f"[{c.n}] {_where(c, language)}")
-        if c.n > 1:
+        if c is not lead:
             lines.append(f"    «{c.quote}»")
     return "\n".join(lines)
