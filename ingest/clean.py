@@ -65,7 +65,7 @@ _CONJUNCTIONS = {"og", "eller", "til", "samt", "and", "or", "to"}
 # "farge-\nkombinasjoner", "Etatsstyrings-\n\nmøter": a word broken at a line end.
 _HYPHEN_AT_END = re.compile(r"(\w)-\n(?:\n)?(\w+)")
 # "Rapport\n-ering": the hyphen carried to the next line.
-_HYPHEN_AT_START = re.compile(r"(\w)\n-(\w)")
+_HYPHEN_AT_START = re.compile(r"(\w)\n-([a-zæøå])")
 _SENTENCE_END = (".", "!", "?", ":", ";", "»", '"')
 
 

@@ -50,7 +50,7 @@ def _read_text(path: Path) -> str:
 
 # In plain-text extractions of slides and PDF pages a new page starts with a form feed, or (as in
 # the seed extractions) with a line that begins with exactly one space before its first word.
-_PAGE_BREAK = re.compile(r"^(?:\f| (?=\S))", re.MULTILINE)
+_PAGE_BREAK = re.compile(r"\f|^ (?=\S)", re.MULTILINE)
 
 
 def load_txt(path: Path) -> LoadedFile:
@@ -60,6 +60,8 @@ def load_txt(path: Path) -> LoadedFile:
         return LoadedFile([Page(text)])
     segments = [text[: starts[0]]] if text[: starts[0]].strip() else []
     segments += [text[a:b] for a, b in pairwise([*starts, len(text)])]
+    while len(segments) > 1 and not segments[-1].strip("\f \n"):
+        segments.pop()  # a final form feed ends the last page; it does not start another
     return LoadedFile([Page(seg, number=i) for i, seg in enumerate(segments, start=1)])
 
 

@@ -270,8 +270,14 @@ def sync(
         report.seconds = time.perf_counter() - started
         return report
 
+    if not records:
+        raise IngestError(
+            f"Fant ingen lesbare dokumenter i {knowledge_dir}; legg .pdf-, .docx-, .pptx-, .html-, "
+            ".md- eller .txt-filer der og kjør ingest på nytt (en eventuell tidligere indeks er "
+            "beholdt)."
+        )
+    client = chroma_client(data_dir, chroma_host, chroma_port)  # fail fast if a server is down
     embedder = embedder or spec.build()
-    client = chroma_client(data_dir, chroma_host, chroma_port)
 
     kept_ids = [cid for rel, rec in records.items() if rel in kept for cid in rec.chunk_ids]
     kept_chunks: list[Chunk] = []

@@ -21,7 +21,10 @@ MIN_LETTERS = 25
 _SPLITTER = RecursiveCharacterTextSplitter(
     chunk_size=CHUNK_CHARS,
     chunk_overlap=0,
-    separators=["\n\n\n", "\n\n", "\n• ", "\n", ". ", "; ", ", ", " "],
+    # Strongest break first; a sentence break is the white space after its full stop, so the stop
+    # stays with its sentence.
+    separators=["\n\n\n", "\n\n", "\n• ", "\n", r"(?<=[.!?])\s+", "; ", ", ", " "],
+    is_separator_regex=True,
     keep_separator="start",
     strip_whitespace=True,
 )
