@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bot.retrieval import Signals
@@ -53,7 +53,16 @@ class AbstentionModel:
             model = cls.load(fitted)
             if model.embedder == embedder_id:
                 return model
-        return cls.load(DEFAULT_PATH)
+        default = cls.load(DEFAULT_PATH)
+        if default.embedder == embedder_id:
+            return default
+        # Another model's cosine scores live on another scale: until `calibrate` has fitted a rule
+        # for it, decide on the lexical signals alone.
+        coef = [
+            0.0 if name == "dense_top" else w
+            for name, w in zip(FEATURES, default.coef, strict=True)
+        ]
+        return replace(default, embedder=embedder_id, coef=coef, fitted_on="lexical fallback")
 
 
 def fit(

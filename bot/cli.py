@@ -149,6 +149,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings()
     if args.k is not None and not 1 <= args.k <= 50:
         raise UserError("--k må være et tall fra 1 til 50.")
+    if args.question != "-" and not args.question.strip():
+        raise UserError("Spørsmålet er tomt; skriv et spørsmål i anførselstegn.")
     engine = _open_engine(settings)
     if args.question == "-":
         for line in sys.stdin:
@@ -157,8 +159,6 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 answer = engine.ask(question, k=args.k)
                 print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
         return 0
-    if not args.question.strip():
-        raise UserError("Spørsmålet er tomt; skriv et spørsmål i anførselstegn.")
     answer = engine.ask(args.question, k=args.k)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))

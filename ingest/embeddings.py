@@ -134,7 +134,11 @@ class SentenceTransformerEmbedder:
                 f"Kunne ikke laste modellen «{model}» ({exc.__class__.__name__}); oppgi en lokal "
                 "modellmappe, eller et modellnavn på en maskin med nettilgang."
             ) from exc
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        # sentence-transformers renamed the method; take whichever this version has.
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        if dimension is None:
+            dimension = self._model.get_sentence_embedding_dimension
+        self.dim = int(dimension() or 0)
 
     @property
     def id(self) -> str:

@@ -25,6 +25,7 @@ from ingest.split import split_pages
 from ingest.store import (
     FileRecord,
     IndexState,
+    StateDamaged,
     chroma_client,
     drop_generation,
     read_chunks,
@@ -177,7 +178,12 @@ def sync(
         )
     manifest = Manifest.read(knowledge_dir)
     files, scope = _scan(knowledge_dir, list(paths) if paths else None)
-    old = IndexState.read(data_dir)
+    try:
+        old = IndexState.read(data_dir)
+    except StateDamaged:
+        if not rebuild:
+            raise
+        old = None  # --rebuild starts over; leftovers of the damaged index are not read
     report = SyncReport()
     if old is not None and old.embedder != spec.id:
         rebuild = True  # vectors of another model cannot be mixed with new ones

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,10 @@ class EmbedderMismatch(IndexStoreError):
 
 
 class StoreUnavailable(IndexStoreError):
+    pass
+
+
+class StateDamaged(IndexStoreError):
     pass
 
 
@@ -73,17 +76,23 @@ class IndexState:
         path = data_dir / STATE_FILE
         if not path.exists():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != STATE_VERSION:
-            return None
-        files = {k: FileRecord(**v) for k, v in data.pop("files", {}).items()}
-        return cls(**data, files=files)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") != STATE_VERSION:
+                return None
+            files = {k: FileRecord(**v) for k, v in data.pop("files", {}).items()}
+            return cls(**data, files=files)
+        except (json.JSONDecodeError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise StateDamaged(
+                f"Indeksfilen {path} er skadet; kjør «styringsbot ingest --rebuild»."
+            ) from exc
 
     def write(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(asdict(self), ensure_ascii=False, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".index-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # A fresh name per write; open() honours the umask like the rest of the index does.
+        tmp = data_dir / f".index-{uuid.uuid4().hex}.json"
+        with tmp.open("x", encoding="utf-8") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

