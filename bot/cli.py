@@ -220,14 +220,20 @@ def _show_source(answer, raw: str) -> str:  # type: ignore[no-untyped-def]
     return f"[{citation.n}] {where}\n({citation.source})\n\n{citation.text}"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from bot.evaluation import EvalFileError, read_questions, report_json, run
+def _questions(path: Path) -> list[dict]:
+    from bot.evaluation import EvalFileError, read_questions
 
-    settings = _settings()
     try:
-        questions = read_questions(args.file)
+        return read_questions(path)
     except EvalFileError as exc:
         raise UserError(str(exc)) from exc
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bot.evaluation import report_json, run
+
+    settings = _settings()
+    questions = _questions(args.file)
     report, outcomes = run(_open_engine(settings), questions)
     if args.json:
         print(report_json(report, outcomes))
@@ -246,13 +252,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from bot.abstention import FITTED_NAME, fit
-    from bot.evaluation import EvalFileError, read_questions
 
     settings = _settings()
-    try:
-        questions = read_questions(args.file)
-    except EvalFileError as exc:
-        raise UserError(str(exc)) from exc
+    questions = _questions(args.file)
     engine = _open_engine(settings)
     signals = [engine.retriever.search(q["question"]).signals for q in questions]
     labels = [not q["abstain"] for q in questions]

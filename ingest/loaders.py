@@ -98,23 +98,14 @@ def load_docx(path: Path) -> LoadedFile:
     from docx.text.paragraph import Paragraph
 
     document = docx.Document(str(path))
-    pages: list[Page] = []
-    heading: str | None = None
-    lines: list[str] = []
-
-    def flush() -> None:
-        if any(line.strip() for line in lines):
-            pages.append(Page("\n".join(lines), heading=heading))
-        lines.clear()
-
+    sections = _Sections()
+    lines = sections.lines
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             text = block.text.strip()
             style = (block.style.name if block.style is not None else "") or ""
             if style.startswith(("Heading", "Overskrift", "Title", "Tittel")) and text:
-                flush()
-                heading = text
-                lines.append(text)
+                sections.start(text)
             elif text:
                 lines.append(f"• {text}" if style.startswith(("List", "Liste")) else text)
             lines.append("")
@@ -123,8 +114,7 @@ def load_docx(path: Path) -> LoadedFile:
                 cells = [cell.text.strip() for cell in row.cells]
                 lines.append(" | ".join(dict.fromkeys(c for c in cells if c)))
             lines.append("")
-    flush()
-    return LoadedFile(pages, document.core_properties.title or None)
+    return LoadedFile(sections.finish(), document.core_properties.title or None)
 
 
 def load_pptx(path: Path) -> LoadedFile:
@@ -160,6 +150,29 @@ def _walk_shapes(shapes):  # type: ignore[no-untyped-def]
             yield shape
 
 
+class _Sections:
+    """Collects the lines of a headed document (DOCX, HTML) into one page per section."""
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+        self.heading: str | None = None
+        self.lines: list[str] = []
+
+    def _flush(self) -> None:
+        if any(line.strip() for line in self.lines):
+            self.pages.append(Page("\n".join(self.lines), heading=self.heading))
+        self.lines.clear()
+
+    def start(self, heading: str) -> None:
+        self._flush()
+        self.heading = heading
+        self.lines.append(heading)
+
+    def finish(self) -> list[Page]:
+        self._flush()
+        return self.pages
+
+
 _HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "td", "th", "pre", "blockquote", "dt", "dd"]
 
 
@@ -172,14 +185,7 @@ def load_html(path: Path) -> LoadedFile:
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     root = soup.body or soup
-    pages: list[Page] = []
-    heading: str | None = None
-    lines: list[str] = []
-
-    def flush() -> None:
-        if any(line.strip() for line in lines):
-            pages.append(Page("\n".join(lines), heading=heading))
-        lines.clear()
+    sections = _Sections()
 
     for element in root.find_all(_HTML_BLOCKS):
         if element.find_parent(_HTML_BLOCKS):
@@ -188,13 +194,12 @@ def load_html(path: Path) -> LoadedFile:
         if not text:
             continue
         if element.name in ("h1", "h2", "h3", "h4"):
-            flush()
-            heading = text
+            sections.start(text)
+            sections.lines.append("")
             title = title or text
-            lines.extend([text, ""])
         else:
-            lines.extend([f"• {text}" if element.name == "li" else text, ""])
-    flush()
+            sections.lines.extend([f"• {text}" if element.name == "li" else text, ""])
+    pages = sections.finish()
     if not pages:
         text = root.get_text("\n", strip=True)
         if text:
