@@ -33,19 +33,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from bot.config import Settings
-    from bot.engine import Engine
-    from ingest.pipeline import sync
+    from bot.engine import Engine, sync_index
 
     settings = Settings()
     started = time.perf_counter()
-    report = sync(
-        settings.knowledge_dir,
-        settings.data_dir,
-        settings.embedder_spec,
-        chroma_host=settings.chroma_host,
-        chroma_port=settings.chroma_port,
-        progress=False,
-    )
+    report = sync_index(settings, progress=False)
     ingest_s = time.perf_counter() - started
     print(f"ingest of current knowledge/: {ingest_s:.2f} s, re-embedded {report.embedded} chunks")
 

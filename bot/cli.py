@@ -112,27 +112,22 @@ class UserError(Exception):
     """An error the user can fix; printed as one sentence, no traceback."""
 
 
-def _open_engine(settings, *, build_if_missing: bool = True):  # type: ignore[no-untyped-def]
+def _open_engine(settings):  # type: ignore[no-untyped-def]
     from bot.engine import Engine
 
     def announce() -> None:
         print("Fant ingen indeks; bygger den fra kunnskapsmappen først …", file=sys.stderr)
 
     return Engine.open(
-        settings, build_if_missing=build_if_missing, on_build=announce, progress=sys.stderr.isatty()
+        settings, build_if_missing=True, on_build=announce, progress=sys.stderr.isatty()
     )
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.pipeline import sync
+    from bot.engine import sync_index
 
-    settings = _settings()
-    report = sync(
-        settings.knowledge_dir,
-        settings.data_dir,
-        settings.embedder_spec,
-        chroma_host=settings.chroma_host,
-        chroma_port=settings.chroma_port,
+    report = sync_index(
+        _settings(),
         paths=args.paths or None,
         rebuild=args.rebuild,
         progress=not args.quiet,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bot.abstention import AbstentionModel
 from bot.answer import Answer, Answerer
@@ -11,6 +12,23 @@ from bot.config import Settings
 from bot.retrieval import Retriever
 from ingest.embeddings import Embedder
 from ingest.store import Index, IndexMissing
+
+if TYPE_CHECKING:
+    from ingest.pipeline import SyncReport
+
+
+def sync_index(settings: Settings, **options: Any) -> SyncReport:
+    """Bring the configured index in line with the configured knowledge folder."""
+    from ingest.pipeline import sync  # loaders and splitters: not needed to answer questions
+
+    return sync(
+        settings.knowledge_dir,
+        settings.data_dir,
+        settings.embedder_spec,
+        chroma_host=settings.chroma_host,
+        chroma_port=settings.chroma_port,
+        **options,
+    )
 
 
 @dataclass
@@ -42,18 +60,8 @@ class Engine:
                 raise
             if on_build:
                 on_build()
-            from ingest.pipeline import sync
-
             embedder = spec.build()
-            sync(
-                settings.knowledge_dir,
-                settings.data_dir,
-                spec,
-                chroma_host=settings.chroma_host,
-                chroma_port=settings.chroma_port,
-                progress=progress,
-                embedder=embedder,
-            )
+            sync_index(settings, progress=progress, embedder=embedder)
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )

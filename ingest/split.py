@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-
-from langchain_core.documents import Document
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+from functools import cache
 
 from ingest.model import Chunk, Page, Source
 
@@ -18,16 +16,23 @@ MIN_CHUNK_CHARS = 240
 # Fewer letters than this is a title slide or a "Takk for oss!", not a passage worth retrieving.
 MIN_LETTERS = 25
 
-_SPLITTER = RecursiveCharacterTextSplitter(
-    chunk_size=CHUNK_CHARS,
-    chunk_overlap=0,
-    # Strongest break first; a sentence break is the white space after its full stop, so the stop
-    # stays with its sentence.
-    separators=["\n\n\n", "\n\n", "\n• ", "\n", r"(?<=[.!?])\s+", "; ", ", ", " "],
-    is_separator_regex=True,
-    keep_separator="start",
-    strip_whitespace=True,
-)
+
+@cache
+def _splitter():  # type: ignore[no-untyped-def]
+    # Imported on first use: a sync with nothing to split should not pay for LangChain's import.
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    return RecursiveCharacterTextSplitter(
+        chunk_size=CHUNK_CHARS,
+        chunk_overlap=0,
+        # Strongest break first; a sentence break is the white space after its full stop, so
+        # the stop stays with its sentence.
+        separators=["\n\n\n", "\n\n", "\n• ", "\n", r"(?<=[.!?])\s+", "; ", ", ", " "],
+        is_separator_regex=True,
+        keep_separator="start",
+        strip_whitespace=True,
+    )
+
 
 _NUMBERED_HEADING = re.compile(r"^\d+(\.\d+)*\.?\s+\S")
 
@@ -89,8 +94,7 @@ def split_pages(source: Source, pages: Sequence[Page], texts: Sequence[str]) -> 
         if _letters(text) < MIN_LETTERS:
             continue
         heading = _page_heading(page, text, is_presentation)
-        docs = _SPLITTER.split_documents([Document(page_content=text)])
-        pieces = _merge_small([d.page_content for d in docs])
+        pieces = _merge_small(_splitter().split_text(text))
         sections = _section_headings(text) if not heading else []
         cursor = 0
         for piece in pieces:

@@ -245,6 +245,3 @@ class Index:
             for chunk_id, distance in zip(result["ids"][0], result["distances"][0], strict=True)
             if chunk_id in self._position
         ]
-
-    def document_count(self) -> int:
-        return len(self.state.files)
