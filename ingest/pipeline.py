@@ -20,7 +20,7 @@ from ingest.clean import clean_pages, find_boilerplate, normalize
 from ingest.embeddings import Embedder, EmbedderSpec
 from ingest.loaders import LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
-from ingest.model import Chunk
+from ingest.model import Chunk, Page
 from ingest.split import split_pages
 from ingest.store import (
     FileRecord,
@@ -86,7 +86,7 @@ class _Loaded:
     sha256: str
     fingerprint: str
     title: str | None
-    pages: list  # list[Page]
+    pages: list[Page]
     normalized: list[str]
     boilerplate: set[str]
 
