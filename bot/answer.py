@@ -7,19 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.abstention import AbstentionModel
+from bot.guide import FIELDS, Cite
 from bot.retrieval import Passage, SearchResult
-from ingest.lexical import tokenize
+from ingest.lexical import Analyzer, tokenize
+from ingest.split import sentences
 
 MAX_CITATIONS = 3
-# A further passage is cited when its fused score is this close to the best one.
-CITE_RELATIVE = 0.9
 QUOTE_CHARS = 320
 SHORT_QUOTE_CHARS = 60  # a quote shorter than this takes the next sentence along as context
 NUMBER_BONUS = 0.25  # "hvor mange …?" is answered by a sentence with a number in it
 MIN_QUOTE_WORDS = 3
 _SENTENCE_END = (".", "!", "?", ":", ";", "…")
-
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[«\"(]?[A-ZÆØÅ0-9•])|\n+")
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,7 @@ def localized_location(location: str | None, language: str) -> str | None:
 
 
 def _sentences(text: str) -> list[str]:
-    parts = [p.strip(" •–-") for p in _SENTENCE_SPLIT.split(text)]
-    return [p for p in parts if any(ch.isalnum() for ch in p)]
+    return sentences(text)
 
 
 _ASKS_FOR_NUMBER = re.compile(
@@ -112,6 +109,7 @@ def best_quote(
     text: str,
     weights: dict[str, float],
     *,
+    analyzer: Analyzer | None = None,
     wants_number: bool = False,
     limit: int = QUOTE_CHARS,
 ) -> Quote:
@@ -124,9 +122,10 @@ def best_quote(
     if not sentences:
         return Quote(text[:limit], 0.0)
     total = sum(weights.values()) or 1.0
+    analyze = analyzer.terms if analyzer is not None else tokenize
 
     def score(sentence: str) -> float:
-        terms = set(tokenize(sentence))
+        terms = set(analyze(sentence))
         value = sum(w for t, w in weights.items() if t in terms) / total
         if wants_number and re.search(r"\d", sentence):
             value += NUMBER_BONUS
@@ -156,6 +155,11 @@ def best_quote(
     return Quote(quote, scores[best])
 
 
+CITE_MARGIN = 0.75  # a further passage is cited when its fused score is this close to the best
+MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
+MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
+
+
 class Answerer:
     """Chooses what to cite and phrases the lead; decides when to abstain."""
 
@@ -166,7 +170,8 @@ class Answerer:
     def answer(self, result: SearchResult) -> Answer:
         language = result.language
         confidence = self.abstention.probability(result.signals) if result.passages else 0.0
-        if not result.passages or confidence < self.abstention.threshold:
+        guided = result.pinned > 0 and _guide_answers(result)
+        if not result.passages or (confidence < self.abstention.threshold and not guided):
             return Answer(
                 question=result.query,
                 text=NO_ANSWER[language],
@@ -175,13 +180,17 @@ class Answerer:
                 passages=result.passages,
                 confidence=confidence,
             )
-        top = result.passages[0].score
-        cited = [p for p in result.passages if p.score >= CITE_RELATIVE * top]
-        cited = cited[: self.max_citations]
+        cited = self._choose(result, guided)
         wants_number = bool(_ASKS_FOR_NUMBER.search(result.query))
+        quotes = _guide_quotes(result) if guided else {}
         citations = []
         for n, p in enumerate(cited, start=1):
-            quote = best_quote(p.text, result.term_weights, wants_number=wants_number)
+            quote = (
+                quotes.get(p.chunk.id)
+                or best_quote(
+                    p.text, result.term_weights, analyzer=result.analyzer, wants_number=wants_number
+                ).text
+            )
             citations.append(
                 Citation(
                     n=n,
@@ -189,18 +198,106 @@ class Answerer:
                     source=p.chunk.source,
                     location=p.location,
                     text=p.text,
-                    quote=quote.text,
+                    quote=quote,
                 )
             )
+        guide_lines = guide_lead(result, cited) if guided else []
         return Answer(
             question=result.query,
-            text=compose(citations, language),
+            text=compose(citations, language, guide_lines),
             abstained=False,
             language=language,
             citations=citations,
             passages=result.passages,
-            confidence=confidence,
+            confidence=max(confidence, self.abstention.threshold) if guided else confidence,
         )
+
+    def _choose(self, result: SearchResult, guided: bool) -> list[Passage]:
+        """The guide's passages first, then those scored close to the best one."""
+        limit = MAX_GUIDE_CITATIONS if guided and result.guide.classify else self.max_citations
+        passages = result.passages
+        pinned = passages[: result.pinned] if guided else []
+        rest = passages[len(pinned) :]
+        cited = list(pinned[:limit])
+        if rest and len(cited) < limit:
+            best = rest[0].score
+            if not cited:
+                cited.append(rest[0])
+            cited.extend(p for p in rest[1:] if p.score >= best - CITE_MARGIN)
+        return cited[:limit]
+
+
+def _guide_answers(result: SearchResult) -> bool:
+    """The guide itself answers: a defined term, a card field asked for, or a classification."""
+    match = result.guide
+    return bool(match.definition or match.classify or (match.cards and match.fields))
+
+
+def _guide_quotes(result: SearchResult) -> dict[str, str]:
+    """The guide's own verbatim quotes, by the passage that holds them."""
+    quotes: dict[str, str] = {}
+    for cite, chunk_id in result.guide_cites:
+        quotes.setdefault(chunk_id, cite.quote)
+    return quotes
+
+
+def guide_lead(result: SearchResult, cited: list[Passage]) -> list[str]:
+    """The guide's short answer, each statement marked with the citation it rests on."""
+    english = result.language == "en"
+    match = result.guide
+    number = {p.chunk.id: n for n, p in enumerate(cited, start=1)}
+    chunk_of = {cite: chunk_id for cite, chunk_id in result.guide_cites}
+
+    def refs(cites: tuple[Cite, ...]) -> str:
+        found = {number.get(chunk_of.get(c, ""), 0) for c in cites} - {0}
+        return " " + "".join(f"[{n}]" for n in sorted(found)) if found else ""
+
+    lines: list[str] = []
+    if match.definition is not None:
+        term = match.definition
+        ref = refs((term.cite,))
+        if term.expansion:
+            lines.append(
+                f"{term.term} stands for «{term.expansion}».{ref}"
+                if english
+                else f"{term.term} står for «{term.expansion}».{ref}"
+            )
+        lines.append(f"{term.definition}{ref}")
+        return lines
+    if match.classify:
+        for card in match.cards:
+            role = card.fields.get("role")
+            if role is None:
+                continue
+            kind = {True: ("styring", "governance"), False: ("ikke styring", "not governance")}
+            verdict = kind.get(card.governance)  # type: ignore[arg-type]
+            label = f" ({verdict[1] if english else verdict[0]})" if verdict else ""
+            lines.append(f"• {card.name}{label}: {role.text}{refs(role.cites)}")
+        header = (
+            "What tells governance (styring) from other dialogue, according to the sources "
+            "(in Norwegian):"
+            if english
+            else "Slik skiller kildene styring fra annen dialog:"
+        )
+        # The criteria that rest on the passages cited, those naming the forms asked about first.
+        names = [card.name.lower() for card in match.cards]
+        criteria = sorted(
+            (c for c in result.criteria if refs(c.cites)),
+            key=lambda c: -sum(name[:6] in c.text.lower() for name in names),
+        )[:MAX_CRITERIA]
+        if criteria:
+            lines.append(header)
+            lines.extend(f"• {c.text}{refs(c.cites)}" for c in criteria)
+        return lines
+    for card in match.cards:
+        for name in match.fields:
+            card_field = card.fields.get(name)
+            if card_field is None:
+                continue
+            nb_label, en_label, _ = FIELDS[name]
+            label = en_label if english else nb_label
+            lines.append(f"{card.name} – {label}: {card_field.text}{refs(card_field.cites)}")
+    return lines
 
 
 def _where(citation: Citation, language: str) -> str:
@@ -208,8 +305,9 @@ def _where(citation: Citation, language: str) -> str:
     return f"«{citation.title}»" + (f", {location}" if location else "")
 
 
-def compose(citations: list[Citation], language: str) -> str:
-    """Plain-text answer: a lead quoting the best passage, then every cited source."""
+def compose(citations: list[Citation], language: str, guide_lines: list[str] | None = None) -> str:
+    """Plain-text answer: the guide's short answer if any, a lead quoting the best passage, then
+    every cited source."""
     lead = citations[0]
     if language == "en":
         opening = f"According to {_where(lead, language)} (quoted in Norwegian):"
@@ -217,7 +315,8 @@ def compose(citations: list[Citation], language: str) -> str:
     else:
         opening = f"Ifølge {_where(lead, language)}:"
         sources = "Kilder:"
-    lines = [opening, f"«{lead.quote}» [{lead.n}]"]
+    lines = [*guide_lines, ""] if guide_lines else []
+    lines += [opening, f"«{lead.quote}» [{lead.n}]"]
     others = [c for c in citations if c is not lead]
     if others:
         also = ", ".join(f"[{c.n}]" for c in others)

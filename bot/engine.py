@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from bot.abstention import AbstentionModel
 from bot.answer import Answer, Answerer
 from bot.config import Settings
+from bot.guide import Guide
 from bot.retrieval import Retriever
 from ingest.embeddings import Embedder
 from ingest.store import Index, IndexMissing
@@ -66,7 +67,9 @@ class Engine:
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )
         abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
-        return cls(settings, index, embedder, Retriever(index, embedder), Answerer(abstention))
+        guide = Guide.load(settings.knowledge_dir)
+        retriever = Retriever(index, embedder, guide=guide)
+        return cls(settings, index, embedder, retriever, Answerer(abstention))
 
     def ask(self, question: str, k: int | None = None, search_text: str | None = None) -> Answer:
         """Answer one question; `search_text` lets a follow-up search with its context."""

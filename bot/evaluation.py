@@ -5,27 +5,18 @@ from __future__ import annotations
 import json
 import statistics
 import time
-import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.engine import Engine
+from ingest.clean import fold as normalize
 
 EVAL_K = 10
 
 
 class EvalFileError(Exception):
     pass
-
-
-def normalize(text: str) -> str:
-    """Lower-case; NFC; no soft hyphens; one kind of quote and dash; white space folded."""
-    text = unicodedata.normalize("NFC", text.lower()).replace("\u00ad", "")
-    for quote in "”“«»":
-        text = text.replace(quote, '"')
-    text = text.replace("–", "-").replace("—", "-")
-    return " ".join(text.split())
 
 
 def is_relevant(text: str, expect_any: list[str]) -> bool:

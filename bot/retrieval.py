@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bot.guide import Cite, Criterion, Guide, GuideMatch
 from bot.language import detect as detect_language
+from ingest.clean import fold
 from ingest.embeddings import Embedder
-from ingest.lexical import tokenize
+from ingest.lexical import Analyzer
 from ingest.model import Chunk
 from ingest.store import Index, lexical_text
 
-# Reciprocal-rank fusion constant and candidate depth on each side; set on the dev set
-# (see README, "How it works").
-RRF_K = 60
-CANDIDATES = 30
+
+@dataclass(frozen=True)
+class Ranking:
+    """How the dense and lexical candidates are fused, and what the role guide adds.
+
+    Score fusion: the dense cosine as a z-score over the dense candidates, plus `lexical_weight`
+    times the BM25 score relative to the best BM25 score. Reciprocal-rank fusion ("rrf") is kept
+    for comparison. Set on the dev and calibration sets with `benchmarks/ablation.py`.
+    """
+
+    fusion: str = "score"  # "score" | "rrf"
+    candidates: int = 30  # depth of each candidate list
+    lexical_weight: float = 2.0
+    # The best-matching sentence of a passage, beside the passage as a whole: a short answer
+    # inside a long slide is found.
+    sentence_weight: float = 1.0
+    # English questions share few words with Norwegian passages: the multilingual dense side leads.
+    lexical_weight_english: float = 1.0
+    rrf_k: int = 60
+    expand: bool = True  # search with the glossary's Norwegian terms for abbreviations/English
+    pin: bool = True  # put the passages the role guide cites for this question first
 
 
 @dataclass(frozen=True)
@@ -61,16 +81,30 @@ class SearchResult:
     signals: Signals = field(default_factory=Signals)
     language: str = "nb"
     term_weights: dict[str, float] = field(default_factory=dict)  # stemmed query term → IDF
+    guide: GuideMatch = field(default_factory=GuideMatch)
+    pinned: int = 0  # how many of the first passages the role guide put there
+    guide_cites: list[tuple[Cite, str]] = field(default_factory=list)  # (quote, chunk id)
+    criteria: list[Criterion] = field(default_factory=list)  # for a classification question
+    analyzer: Analyzer | None = None
 
 
 class Retriever:
     """Finds the passages that answer a question; knows nothing about channels or answers."""
 
-    def __init__(self, index: Index, embedder: Embedder, candidates: int = CANDIDATES) -> None:
+    def __init__(
+        self,
+        index: Index,
+        embedder: Embedder,
+        ranking: Ranking | None = None,
+        guide: Guide | None = None,
+    ) -> None:
         self.index = index
         self.embedder = embedder
-        self.candidates = candidates
-        self._chunk_terms = [set(tokenize(lexical_text(c))) for c in index.chunks]
+        self.ranking = ranking or Ranking()
+        self.guide = guide or Guide()
+        self._folded: list[tuple[str, str]] = [(c.source, fold(c.text)) for c in index.chunks]
+        self.analyzer = index.lexical.analyzer
+        self._chunk_terms = [set(self.analyzer.terms(lexical_text(c))) for c in index.chunks]
         n = max(len(index.chunks), 1)
         df: dict[str, int] = {}
         for terms in self._chunk_terms:
@@ -79,34 +113,60 @@ class Retriever:
         self._idf = {t: float(np.log(1 + (n - d + 0.5) / (d + 0.5))) for t, d in df.items()}
         self._unseen_idf = float(np.log(1 + (n + 0.5) / 0.5))
 
+    def locate(self, cite: Cite) -> int | None:
+        """Position of the indexed passage that holds a quote of the role guide, if any."""
+        quote = fold(cite.quote)
+        for position, (source, text) in enumerate(self._folded):
+            if source == cite.source and quote in text:
+                return position
+        return None
+
     def search(self, query: str, k: int = 5) -> SearchResult:
         query = query.strip()
         language = detect_language(query)
         if not query or not self.index.chunks:
             return SearchResult(query, language=language)
-        dense = self.index.dense(self.embedder.embed_query(query), self.candidates)
-        lexical_scores = self.index.lexical.scores(query)
-        order = np.argsort(-lexical_scores, kind="stable")[: self.candidates]
+        ranking = self.ranking
+        match = self.guide.match(query)
+        search_text = f"{query} {match.expansion}" if ranking.expand and match.expansion else query
+        query_vector = self.embedder.embed_query(search_text)
+        dense = self.index.dense(query_vector, ranking.candidates)
+        sentence_scores = self.index.sentence_scores(query_vector)
+        lexical_scores = self.index.lexical.scores(search_text)
+        order = np.argsort(-lexical_scores, kind="stable")[: ranking.candidates]
         lexical = [(int(i), float(lexical_scores[i])) for i in order if lexical_scores[i] > 0]
+        lexical_weight = (
+            ranking.lexical_weight_english if language == "en" else ranking.lexical_weight
+        )
+        if ranking.fusion == "rrf":
+            fused = _rrf(dense, lexical, lexical_weight, ranking.rrf_k)
+        else:
+            sentences = None
+            if sentence_scores is not None and ranking.sentence_weight:
+                sentences = [(p, float(sentence_scores[p])) for p, _ in dense]
+            fused = _score_fusion(
+                dense, lexical, lexical_weight, sentences, ranking.sentence_weight
+            )
 
-        fused: dict[int, float] = {}
-        for rank, (position, _) in enumerate(dense):
-            fused[position] = fused.get(position, 0.0) + 1.0 / (RRF_K + rank + 1)
-        for rank, (position, _) in enumerate(lexical):
-            fused[position] = fused.get(position, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = sorted(fused, key=lambda position: -fused[position])
+        # The passage the guide leans on most for this question first, then by relevance.
+        cites = self._cites(match) if ranking.pin else []
+        pins = Counter(position for _, position in cites)
+        pinned = sorted(pins, key=lambda p: (-pins[p], -fused.get(p, float("-inf"))))
+        ranked = pinned + [p for p in ranked if p not in pinned]
+        ranked = ranked[: max(k, 3)]
 
         dense_by_position = dict(dense)
-        query_terms = set(tokenize(query))
-        ranked = sorted(fused.items(), key=lambda item: -item[1])[: max(k, 3)]
+        query_terms = set(self.analyzer.terms(search_text))
         passages = [
             Passage(
                 chunk=self.index.chunks[position],
-                score=score,
+                score=fused.get(position, 0.0),
                 dense=dense_by_position.get(position, 0.0),
                 lexical=float(lexical_scores[position]),
                 coverage=self._coverage(query_terms, position),
             )
-            for position, score in ranked
+            for position in ranked
         ]
         signals = Signals(
             dense_top=max((score for _, score in dense), default=0.0),
@@ -114,7 +174,37 @@ class Retriever:
             unknown_share=self._unknown_share(query_terms),
             english=language == "en",
         )
-        return SearchResult(query, passages[:k], signals, language, self._weights(query_terms))
+        return SearchResult(
+            query,
+            passages[:k],
+            signals,
+            language,
+            self._weights(query_terms),
+            guide=match,
+            pinned=min(len(pinned), k),
+            guide_cites=[(cite, self.index.chunks[p].id) for cite, p in cites],
+            criteria=self.guide.criteria if match.classify else [],
+            analyzer=self.analyzer,
+        )
+
+    def _cites(self, match: GuideMatch) -> list[tuple[Cite, int]]:
+        """The role guide's quotes for what this question asks, with the passages holding them."""
+        cites: list[Cite] = []
+        if match.classify:
+            for card in match.cards:
+                if "role" in card.fields:
+                    cites.extend(card.fields["role"].cites)
+            for criterion in self.guide.criteria:
+                cites.extend(criterion.cites)
+        elif match.definition is not None:
+            cites.append(match.definition.cite)
+        else:
+            for card in match.cards:
+                for name in match.fields:
+                    if name in card.fields:
+                        cites.extend(card.fields[name].cites)
+        located = [(cite, self.locate(cite)) for cite in cites]
+        return [(cite, p) for cite, p in located if p is not None]
 
     def _weights(self, query_terms: set[str]) -> dict[str, float]:
         return {t: self._idf.get(t, self._unseen_idf) for t in query_terms}
@@ -132,3 +222,43 @@ class Retriever:
         weights = self._weights(query_terms)
         found = sum(w for t, w in weights.items() if t in self._chunk_terms[position])
         return found / sum(weights.values())
+
+
+def _rrf(
+    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], weight: float, k: int
+) -> dict[int, float]:
+    fused: dict[int, float] = {}
+    for side_weight, candidates in ((1.0, dense), (weight, lexical)):
+        for rank, (position, _) in enumerate(candidates):
+            fused[position] = fused.get(position, 0.0) + side_weight / (k + rank + 1)
+    return fused
+
+
+def _zscores(scores: list[tuple[int, float]]) -> tuple[dict[int, float], float]:
+    values = np.array([score for _, score in scores], dtype=float)
+    if not len(values):
+        return {}, 0.0
+    mean, spread = float(values.mean()), float(values.std()) or 1.0
+    z = {position: (score - mean) / spread for position, score in scores}
+    return z, (float(values.min()) - mean) / spread
+
+
+def _score_fusion(
+    dense: list[tuple[int, float]],
+    lexical: list[tuple[int, float]],
+    weight: float,
+    sentences: list[tuple[int, float]] | None = None,
+    sentence_weight: float = 0.0,
+) -> dict[int, float]:
+    """z-scored cosine (over the dense candidates), plus the z-scored best-sentence cosine, plus
+    weight × BM25 relative to the best BM25 score."""
+    fused, floor = _zscores(dense)
+    if sentences:
+        sentence_z, sentence_floor = _zscores(sentences)
+        for position in fused:
+            fused[position] += sentence_weight * sentence_z[position]
+        floor += sentence_weight * sentence_floor
+    best = max((score for _, score in lexical), default=0.0) or 1.0
+    for position, score in lexical:
+        fused[position] = fused.get(position, floor) + weight * score / best
+    return fused

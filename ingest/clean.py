@@ -28,6 +28,16 @@ def normalize(text: str) -> str:
     return "\n".join(lines)
 
 
+def fold(text: str) -> str:
+    """The form in which a quote is looked up in a passage: lower-case; NFC; no soft hyphens;
+    one kind of quote and dash; white space folded (the eval set's matching rule)."""
+    text = unicodedata.normalize("NFC", text.lower()).replace("\u00ad", "")
+    for quote in "”“«»":
+        text = text.replace(quote, '"')
+    text = text.replace("–", "-").replace("—", "-")
+    return " ".join(text.split())
+
+
 def _key(line: str) -> str:
     return " ".join(line.casefold().split())
 

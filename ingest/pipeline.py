@@ -21,7 +21,7 @@ from ingest.embeddings import Embedder, EmbedderSpec
 from ingest.loaders import LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
-from ingest.split import split_pages
+from ingest.split import sentence_texts, split_pages
 from ingest.store import (
     FileRecord,
     IndexState,
@@ -29,12 +29,13 @@ from ingest.store import (
     chroma_client,
     drop_generation,
     read_chunks,
+    read_sentence_vectors,
     read_vectors,
     write_generation,
 )
 
 # Bump when loading, cleaning or chunking changes what a file turns into: every file is redone.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: sentence vectors, compound-aware lexical index
 EMBED_BATCH = 16
 
 
@@ -307,6 +308,9 @@ def sync(
                 vectors[chunk.id] = vector
             bar.update(len(part))
     report.embedded = len(to_embed)
+    sentence_vectors = _embed_sentences(
+        embedder, data_dir, old, kept_chunks, new_chunks, rebuild, progress
+    )
 
     all_chunks = kept_chunks + new_chunks
     new_state = IndexState(embedder=embedder.id, dim=embedder.dim, files=records)
@@ -321,7 +325,7 @@ def sync(
         else np.zeros((0, embedder.dim), dtype=np.float32)
     )
     try:
-        write_generation(client, data_dir, new_state, all_chunks, matrix)
+        write_generation(client, data_dir, new_state, all_chunks, matrix, sentence_vectors)
         new_state.write(data_dir)
     except Exception as exc:
         drop_generation(client, data_dir, new_state)
@@ -335,3 +339,30 @@ def sync(
     report.chunks = len(all_chunks)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _embed_sentences(
+    embedder: Embedder,
+    data_dir: Path,
+    old: IndexState | None,
+    kept_chunks: list[Chunk],
+    new_chunks: list[Chunk],
+    rebuild: bool,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Vectors of every chunk's sentences: kept ones read back, the rest embedded."""
+    found: dict[str, np.ndarray] = {}
+    if old is not None and not rebuild:
+        found = read_sentence_vectors(data_dir, old, [c.id for c in kept_chunks])
+    todo = [c for c in kept_chunks if c.id not in found] + new_chunks
+    texts = [(c.id, t) for c in todo for t in sentence_texts(c)]
+    parts: dict[str, list[np.ndarray]] = {}
+    with _progress(None, len(texts), "Embedder setninger", progress) as bar:
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = texts[start : start + EMBED_BATCH]
+            embedded = embedder.embed_passages([t for _, t in batch])
+            for (chunk_id, _), vector in zip(batch, embedded, strict=True):
+                parts.setdefault(chunk_id, []).append(vector)
+            bar.update(len(batch))
+    found.update({chunk_id: np.stack(rows) for chunk_id, rows in parts.items()})
+    return found

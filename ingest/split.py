@@ -130,3 +130,20 @@ def _merge_small(pieces: list[str]) -> list[str]:
             continue
         merged.append(piece)
     return merged
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[«\"(]?[A-ZÆØÅ0-9•])|\n+")
+MIN_SENTENCE_WORDS = 2
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences, bullets and lines of a passage, as they stand."""
+    parts = [p.strip(" •–-") for p in _SENTENCE_SPLIT.split(text)]
+    return [p for p in parts if any(ch.isalnum() for ch in p)]
+
+
+def sentence_texts(chunk: Chunk) -> list[str]:
+    """What the embedder sees of each sentence: the document title travels with it."""
+    return [
+        f"{chunk.title}: {s}" for s in sentences(chunk.text) if len(s.split()) >= MIN_SENTENCE_WORDS
+    ]

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ingest.lexical import LexicalIndex
+from ingest.lexical import WORDS_FILE, LexicalIndex
 from ingest.model import Chunk
 
 STATE_FILE = "index.json"
+SENTENCES_FILE = "sentences.npz"
 STATE_VERSION = 1
 
 
@@ -134,8 +135,10 @@ def write_generation(
     state: IndexState,
     chunks: list[Chunk],
     vectors: np.ndarray,
+    sentence_vectors: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write chunks and their vectors as generation `state.generation` (collection + lexical)."""
+    """Write chunks and their vectors as generation `state.generation` (collection + lexical,
+    plus the vectors of each chunk's sentences)."""
     collection = client.create_collection(
         state.collection_name,
         configuration={"hnsw": {"space": "cosine"}},
@@ -159,6 +162,39 @@ def write_generation(
     with (folder / "chunks.jsonl").open("w", encoding="utf-8") as handle:
         for chunk in chunks:
             handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+    if sentence_vectors is not None:
+        _write_sentences(folder, chunks, sentence_vectors, vectors.shape[1])
+
+
+def _write_sentences(
+    folder: Path, chunks: list[Chunk], sentence_vectors: dict[str, np.ndarray], dim: int
+) -> None:
+    owners: list[str] = []
+    rows: list[np.ndarray] = []
+    for chunk in chunks:
+        block = sentence_vectors.get(chunk.id)
+        if block is not None and len(block):
+            owners.extend([chunk.id] * len(block))
+            rows.append(np.asarray(block, dtype=np.float32))
+    matrix = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    np.savez(folder / SENTENCES_FILE, vectors=matrix, owners=np.array(owners, dtype=str))
+
+
+def read_sentence_vectors(
+    data_dir: Path, state: IndexState, ids: list[str]
+) -> dict[str, np.ndarray]:
+    """Stored sentence vectors of kept chunks, by chunk id (missing file: none)."""
+    path = data_dir / state.lexical_dirname / SENTENCES_FILE
+    if not ids or not path.exists():
+        return {}
+    with np.load(path) as data:
+        vectors, owners = data["vectors"], data["owners"]
+    wanted = set(ids)
+    found: dict[str, list[np.ndarray]] = {}
+    for owner, vector in zip(owners.tolist(), vectors, strict=True):
+        if owner in wanted:
+            found.setdefault(owner, []).append(vector)
+    return {owner: np.stack(rows) for owner, rows in found.items()}
 
 
 def lexical_text(chunk: Chunk) -> str:
@@ -192,6 +228,13 @@ def read_chunks(data_dir: Path, state: IndexState) -> list[Chunk]:
         return [Chunk(**json.loads(line)) for line in handle if line.strip()]
 
 
+def _load_lexical(folder: Path, chunks: list[Chunk]) -> LexicalIndex:
+    if not (folder / WORDS_FILE).exists():
+        # Written before compounds were split: rebuilt in memory, in the format of today.
+        return LexicalIndex.build([lexical_text(c) for c in chunks])
+    return LexicalIndex.load(folder)
+
+
 class Index:
     """The current generation, opened for search."""
 
@@ -203,6 +246,27 @@ class Index:
         self.lexical = lexical
         self._collection = collection
         self._position = {c.id: i for i, c in enumerate(chunks)}
+        self._sentences: np.ndarray | None = None
+        self._sentence_owner: np.ndarray | None = None
+
+    def load_sentences(self, folder: Path) -> None:
+        path = folder / SENTENCES_FILE
+        if not path.exists():
+            return  # built before sentence vectors were stored: the chunk vectors alone serve
+        with np.load(path) as data:
+            owners = [self._position.get(o, -1) for o in data["owners"].tolist()]
+            keep = np.array([o >= 0 for o in owners], dtype=bool)
+            self._sentences = np.asarray(data["vectors"], dtype=np.float32)[keep]
+            self._sentence_owner = np.array(owners, dtype=np.int64)[keep]
+
+    def sentence_scores(self, query_vector: np.ndarray) -> np.ndarray | None:
+        """For each chunk, the best cosine of the query with one of its sentences (-1: none)."""
+        if self._sentences is None or self._sentence_owner is None:
+            return None
+        best = np.full(len(self.chunks), -1.0, dtype=np.float32)
+        if len(self._sentences):
+            np.maximum.at(best, self._sentence_owner, self._sentences @ query_vector)
+        return best
 
     @classmethod
     def open(
@@ -222,13 +286,15 @@ class Index:
         try:
             collection = client.get_collection(state.collection_name, embedding_function=None)
             chunks = read_chunks(data_dir, state)
-            lexical = LexicalIndex.load(data_dir / state.lexical_dirname)
+            lexical = _load_lexical(data_dir / state.lexical_dirname, chunks)
         except Exception as exc:
             raise IndexMissing(
                 f"Indeksen i {data_dir} er ufullstendig ({exc.__class__.__name__}); kjør "
                 "«styringsbot ingest --rebuild»."
             ) from exc
-        return cls(state, chunks, lexical, collection)
+        index = cls(state, chunks, lexical, collection)
+        index.load_sentences(data_dir / state.lexical_dirname)
+        return index
 
     def dense(self, query_vector: np.ndarray, n: int) -> list[tuple[int, float]]:
         """(chunk position, cosine similarity) of the n nearest chunks, best first."""

@@ -37,12 +37,14 @@ def test_english_question_finds_the_norwegian_passage(seed_engine) -> None:  # t
 
 
 def test_passages_are_ranked_best_first_and_k_is_respected(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask("Hva er et fagmøte?", k=7)
+    result = seed_engine.retriever.search("Hva er et fagmøte?", k=7)
 
-    assert len(answer.passages) == 7
-    scores = [p.score for p in answer.passages]
+    assert len(result.passages) == 7
+    # The role guide's passage for "fagmøte" leads; the rest follow by fused score.
+    assert result.pinned >= 1
+    scores = [p.score for p in result.passages[result.pinned :]]
     assert scores == sorted(scores, reverse=True)
-    assert len({p.chunk.id for p in answer.passages}) == 7
+    assert len({p.chunk.id for p in result.passages}) == 7
     assert len(seed_engine.ask("Hva er et fagmøte?", k=2).passages) == 2
 
 

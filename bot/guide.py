@@ -1,0 +1,332 @@
+"""The role guide: the glossary and the meeting/document cards in `knowledge/`, read as data.
+
+`glossary.yaml` expands the domain's abbreviations and maps English phrases onto the documents'
+Norwegian terms (query expansion), and answers "Hva står MRS for?". `roles.yaml` describes each
+meeting form and governance document field by field, plus the criteria that tell governance
+(styring) from informal dialogue. Every entry cites a verbatim quote from a source document; the
+quote is resolved to the indexed passage that holds it, and that passage is what the answer cites.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.clean import fold as normalize
+
+GLOSSARY_FILE = "glossary.yaml"
+ROLES_FILE = "roles.yaml"
+
+# What a question asks about a card: cue words per field (Norwegian and English), most specific
+# first. Shown to the user under these labels.
+FIELDS: dict[str, tuple[str, str, str]] = {
+    # name: (Norwegian label, English label, cue pattern)
+    "leads": ("Ledes av", "Chaired by", r"\bled(er|es|et|e)\b|\bchair|\blead|\bran\b|\bruns?\b"),
+    "participants": (
+        "Deltakere",
+        "Participants",
+        r"\bdelta|\bmøter (opp|fra)\b|\bhvem (er|sitter) (med|i)\b|\battend|\bparticipa",
+    ),
+    "frequency": (
+        "Hyppighet",
+        "Frequency",
+        r"\bhvor ofte\b|\bhvor mange\b.*\b(år|året|gang|ganger)\b|\bhyppig|\bhow often|\bper year",
+    ),
+    "minutes": ("Referat", "Minutes", r"\breferat|\bminutes\b|\bnotes?\b"),
+    "openness": (
+        "Åpenhet",
+        "Openness",
+        r"\boffentlig|\båpen|\binnsyn|\barkiv|\bpublic|\bopen(ness)?\b|\barchiv",
+    ),
+    "agenda": (
+        "Agenda og innhold",
+        "Agenda and content",
+        r"\bagenda|\bdagsorden|\btema|\binnhold|\bta opp\b|\bdiskuter"
+        r"|\bhva (skal|står) .*\b(i|på)\b|\bcontent|\bdiscuss|\bcontain",
+    ),
+    "purpose": (
+        "Formål",
+        "Purpose",
+        r"\bformål|\bhensikt|\bhvorfor\b|\bmålet med\b|\bpurpose|\bwhy\b|\bwhat is .* for\b",
+    ),
+    "role": ("Rolle", "Role", r"\bstyring\b|\bvirksomhetsstyring|\bgovernance\b"),
+}
+
+_DEFINITION = re.compile(
+    r"^\s*(hva\s+(står|betyr|menes\s+med|er|er\s+en|er\s+et|er\s+det)|hva\s+er\s+(en|et)?|"
+    r"forklar|definer|what\s+(does|is|are)|what's|define|explain)\b(?P<rest>.*?)"
+    r"(\s+(for|stand\s+for|mean|betyr))?\s*[?.!]*\s*$",
+    re.IGNORECASE,
+)
+_CLASSIFY = re.compile(
+    r"\beller\b|\bhva nå\b|\bhva gjør (jeg|vi)\b|\bregnes\b|\bteller\b|\bskal vi\b|"
+    r"^\s*(er|var|blir)\s+(dette|det|et|en|den|møtet)\b|\bor\b|^\s*(is|was)\s+(this|it|a|an|the)\b"
+    r"|\bwhat now\b|\bwhat do (i|we) do\b",
+    re.IGNORECASE,
+)
+_GOVERNANCE_WORD = re.compile(
+    r"styring|styringssignal|\bgovernance\b|\bsteering\b|\binstruction|\bsignal", re.IGNORECASE
+)
+
+
+class GuideError(Exception):
+    """The glossary or role guide cannot be read; the message says which file and what to fix."""
+
+
+@dataclass(frozen=True)
+class Cite:
+    source: str
+    quote: str
+
+
+@dataclass(frozen=True)
+class Term:
+    term: str
+    definition: str
+    cite: Cite
+    expansion: str | None = None
+    aliases: tuple[str, ...] = ()
+    english: tuple[str, ...] = ()
+
+    @property
+    def norwegian(self) -> str:
+        """What the documents call it, for searching: the expansion of an abbreviation, else
+        the term itself."""
+        return self.expansion or self.term
+
+
+@dataclass(frozen=True)
+class CardField:
+    name: str
+    text: str
+    cites: tuple[Cite, ...]
+
+
+@dataclass(frozen=True)
+class Card:
+    id: str
+    name: str
+    kind: str
+    governance: bool | None
+    aliases: tuple[str, ...]
+    english: tuple[str, ...]
+    fields: dict[str, CardField]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    text: str
+    cites: tuple[Cite, ...]
+
+
+@dataclass
+class GuideMatch:
+    """What the guide recognizes in one question."""
+
+    terms: list[Term] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)  # card fields the question asks about
+    definition: Term | None = None  # "Hva står MRS for?": the question is this term
+    classify: bool = False  # "Er dette et fagmøte eller styring?"
+    expansion: str = ""  # Norwegian words to search with, in addition to the question
+
+    @property
+    def empty(self) -> bool:
+        return not (self.terms or self.cards)
+
+
+@dataclass
+class Guide:
+    terms: list[Term] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+    criteria: list[Criterion] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, knowledge_dir: Path) -> Guide:
+        """Read the glossary and the role guide; a missing file means an empty part."""
+        guide = cls()
+        glossary = _read_yaml(knowledge_dir / GLOSSARY_FILE)
+        if glossary is not None:
+            guide.terms = [_term(item, GLOSSARY_FILE) for item in _list(glossary, "terms")]
+        roles = _read_yaml(knowledge_dir / ROLES_FILE)
+        if roles is not None:
+            guide.cards = [_card(item) for item in _list(roles, "cards")]
+            guide.criteria = [
+                Criterion(_text(item, "text", ROLES_FILE), _cites(item.get("cite"), ROLES_FILE))
+                for item in _list(roles, "criteria")
+            ]
+        guide._compile()
+        return guide
+
+    def cites(self) -> list[tuple[str, Cite]]:
+        """Every quote the guide rests on, with what cites it (for checks and reports)."""
+        found = [(f"glossary: {t.term}", t.cite) for t in self.terms]
+        for card in self.cards:
+            for name, card_field in card.fields.items():
+                found.extend((f"{card.name}: {name}", c) for c in card_field.cites)
+        for number, criterion in enumerate(self.criteria, 1):
+            found.extend((f"criterion {number}", c) for c in criterion.cites)
+        return found
+
+    def match(self, question: str) -> GuideMatch:
+        result = GuideMatch()
+        for term, pattern in self._term_patterns:
+            if pattern.search(question):
+                result.terms.append(term)
+        for card, pattern in self._card_patterns:
+            if pattern.search(question):
+                result.cards.append(card)
+        lowered = question.lower()
+        if result.cards:
+            result.fields = [
+                name
+                for name, (_, _, cue) in FIELDS.items()
+                if name != "role" and re.search(cue, lowered)
+            ]
+        result.classify = bool(
+            _CLASSIFY.search(question) and (result.cards or _GOVERNANCE_WORD.search(question))
+        )
+        definition = _DEFINITION.match(question)
+        if definition and not result.classify:
+            rest = normalize(definition.group("rest"))
+            rest = re.sub(r"^(en|et|ei|a|an|the)\s+", "", rest).strip(" ?.!\"'")
+            for term in result.terms:
+                names = [term.term, *term.aliases, *term.english]
+                if term.expansion:
+                    names.append(term.expansion)
+                if any(_same_name(rest, name) for name in names):
+                    result.definition = term
+                    break
+        words = []
+        for term in result.terms:
+            words.append(term.norwegian)
+        for card in result.cards:
+            words.append(card.name)
+        result.expansion = " ".join(dict.fromkeys(w for w in words if w.lower() not in lowered))
+        return result
+
+    def _compile(self) -> None:
+        self._term_patterns = [(t, _names(t.term, t.aliases, t.english)) for t in self.terms]
+        self._card_patterns = [(c, _names(c.name, c.aliases, c.english)) for c in self.cards]
+
+
+def _same_name(rest: str, name: str) -> bool:
+    name = normalize(name)
+    return rest == name or rest.rstrip("s") == name or rest.startswith(name + " ")
+
+
+def _names(term: str, aliases: tuple[str, ...], english: tuple[str, ...]) -> re.Pattern[str]:
+    """Abbreviations match as written (MRS, not "mrs" inside a word); other names match
+    case-insensitively as whole words, inflected endings allowed."""
+    alternatives = []
+    for name in (term, *aliases, *english):
+        name = name.strip()
+        if not name:
+            continue
+        if _is_abbreviation(name):
+            alternatives.append(rf"(?<!\w)(?-i:{re.escape(name)})(?!\w)")
+        else:
+            stem = re.escape(name.lower()).replace(r"\ ", r"\s+")
+            # "etatsstyringsmøte" also finds "etatsstyringsmøtet", "-møter", "-møtene"
+            alternatives.append(rf"(?<!\w){stem}\w{{0,4}}(?!\w)")
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _is_abbreviation(name: str) -> bool:
+    letters = [ch for ch in name if ch.isalpha()]
+    return 1 < len(letters) <= 6 and sum(ch.isupper() for ch in letters) >= len(letters) - 1
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = exc.__class__.__name__
+        raise GuideError(f"{path.name} er ikke gyldig YAML ({problem}); rett fila.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise GuideError(f"{path.name} skal være en YAML-ordbok på øverste nivå; rett fila.")
+    return data
+
+
+def _list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = data.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise GuideError(f"«{key}» skal være en liste av oppføringer; rett fila.")
+    return items
+
+
+def _text(item: dict[str, Any], key: str, file: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value.strip():
+        name = item.get("term") or item.get("name") or item.get("id") or "?"
+        raise GuideError(f"Oppføringen «{name}» i {file} mangler «{key}»; fyll det inn.")
+    return " ".join(value.split())
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value if v)
+
+
+def _cites(value: Any, file: str) -> tuple[Cite, ...]:
+    items = value if isinstance(value, list) else [value] if value else []
+    cites = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("source") or not item.get("quote"):
+            raise GuideError(f"Et sitat i {file} mangler «source» eller «quote»; fyll det inn.")
+        cites.append(Cite(str(item["source"]), " ".join(str(item["quote"]).split())))
+    if not cites:
+        raise GuideError(f"En oppføring i {file} har ingen kilde («cite»); hver påstand må ha en.")
+    return tuple(cites)
+
+
+def _term(item: dict[str, Any], file: str) -> Term:
+    term = _text(item, "term", file)
+    return Term(
+        term=term,
+        definition=_text(item, "definition", file),
+        cite=_cites({"source": item.get("source"), "quote": item.get("quote")}, file)[0],
+        expansion=(item.get("expansion") or None),
+        aliases=_strings(item.get("aliases")),
+        english=_strings(item.get("english")),
+    )
+
+
+def _card(item: dict[str, Any]) -> Card:
+    name = _text(item, "name", ROLES_FILE)
+    fields_data = item.get("fields") or {}
+    if not isinstance(fields_data, dict):
+        raise GuideError(f"«fields» på kortet «{name}» skal være en ordbok; rett fila.")
+    fields = {}
+    for field_name, value in fields_data.items():
+        if field_name not in FIELDS:
+            known = ", ".join(FIELDS)
+            raise GuideError(
+                f"Kortet «{name}» har feltet «{field_name}», som ikke finnes; bruk ett av {known}."
+            )
+        if not isinstance(value, dict):
+            raise GuideError(f"Feltet «{field_name}» på kortet «{name}» mangler tekst og kilde.")
+        fields[field_name] = CardField(
+            field_name, _text(value, "text", ROLES_FILE), _cites(value.get("cite"), ROLES_FILE)
+        )
+    governance = item.get("governance")
+    return Card(
+        id=str(item.get("id") or name.lower()),
+        name=name,
+        kind=str(item.get("kind") or "meeting"),
+        governance=governance if isinstance(governance, bool) else None,
+        aliases=_strings(item.get("aliases")),
+        english=_strings(item.get("english")),
+        fields=fields,
+    )
