@@ -155,7 +155,7 @@ def best_quote(
     return Quote(quote, scores[best])
 
 
-CITE_MARGIN = 0.75  # a further passage is cited when its fused score is this close to the best
+CITE_MARGIN = 1.0  # a further passage is cited when its fused score is this close to the best
 MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
 MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
 

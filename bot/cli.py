@@ -8,6 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -137,7 +141,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if report.rebuilt:
         print("Indeksen ble bygd på nytt.", file=sys.stderr)
     print(report.summary() if report.changed_anything else f"Ingen endringer. {report.summary()}")
+    _check_guide(_settings())
     return 1 if report.failed else 0
+
+
+def _check_guide(settings: Settings) -> None:
+    """Warn about glossary and role-guide quotes the index no longer holds (edited documents)."""
+    from bot.guide import Guide
+    from ingest.store import IndexState, read_chunks
+
+    guide = Guide.load(settings.knowledge_dir)
+    state = IndexState.read(settings.data_dir)
+    if state is None or not guide.cites():
+        return
+    chunks = read_chunks(settings.data_dir, state)
+    missing = guide.missing_quotes([(c.source, c.text) for c in chunks])
+    for label in missing:
+        print(
+            f"Advarsel: sitatet for {label} finnes ikke i indeksen; rett sitatet i "
+            "glossary.yaml/roles.yaml.",
+            file=sys.stderr,
+        )
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -287,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     from bot.abstention import AbstentionModel  # noqa: F401 - fail early on a broken install
+    from bot.guide import GuideError
     from ingest.embeddings import EmbedderError
     from ingest.manifest import ManifestError
     from ingest.pipeline import IngestError
@@ -294,7 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (UserError, IngestError, IndexStoreError, ManifestError, EmbedderError) as exc:
+    except (
+        UserError,
+        IngestError,
+        IndexStoreError,
+        ManifestError,
+        EmbedderError,
+        GuideError,
+    ) as exc:
         print(f"Feil: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

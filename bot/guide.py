@@ -67,8 +67,11 @@ _CLASSIFY = re.compile(
     re.IGNORECASE,
 )
 _GOVERNANCE_WORD = re.compile(
-    r"styring|styringssignal|\bgovernance\b|\bsteering\b|\binstruction|\bsignal", re.IGNORECASE
+    r"\b(styring|virksomhetsstyring|styringssignal\w*|styrer|styres)\b|\bgovernance\b|"
+    r"\bsteering\b|\binstructions?\b|\bsignals?\b",
+    re.IGNORECASE,
 )
+_ALTERNATIVES = re.compile(r"\beller\b|\bor\b|\bhva nå\b|\bwhat now\b", re.IGNORECASE)
 
 
 class GuideError(Exception):
@@ -143,6 +146,9 @@ class Guide:
     cards: list[Card] = field(default_factory=list)
     criteria: list[Criterion] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._compile()
+
     @classmethod
     def load(cls, knowledge_dir: Path) -> Guide:
         """Read the glossary and the role guide; a missing file means an empty part."""
@@ -154,8 +160,11 @@ class Guide:
         if roles is not None:
             guide.cards = [_card(item) for item in _list(roles, "cards")]
             guide.criteria = [
-                Criterion(_text(item, "text", ROLES_FILE), _cites(item.get("cite"), ROLES_FILE))
-                for item in _list(roles, "criteria")
+                Criterion(
+                    _text(item, "text", ROLES_FILE),
+                    _cites(item.get("cite"), ROLES_FILE, f" «kriterium {number}»"),
+                )
+                for number, item in enumerate(_list(roles, "criteria"), 1)
             ]
         guide._compile()
         return guide
@@ -169,6 +178,18 @@ class Guide:
         for number, criterion in enumerate(self.criteria, 1):
             found.extend((f"criterion {number}", c) for c in criterion.cites)
         return found
+
+    def missing_quotes(self, passages: list[tuple[str, str]]) -> list[str]:
+        """What cites a quote that no passage of its source holds; `passages` are
+        (source, text) pairs of the index."""
+        folded: dict[str, list[str]] = {}
+        for source, text in passages:
+            folded.setdefault(source, []).append(normalize(text))
+        return [
+            f"{label} ({cite.source})"
+            for label, cite in self.cites()
+            if not any(normalize(cite.quote) in text for text in folded.get(cite.source, []))
+        ]
 
     def match(self, question: str) -> GuideMatch:
         result = GuideMatch()
@@ -185,8 +206,11 @@ class Guide:
                 for name, (_, _, cue) in FIELDS.items()
                 if name != "role" and re.search(cue, lowered)
             ]
+        governance = _GOVERNANCE_WORD.search(question)
+        # "Er det referat fra etatsstyringsmøtet?" asks for a field, not for a classification.
+        about_styring = governance or _ALTERNATIVES.search(question) or not result.fields
         result.classify = bool(
-            _CLASSIFY.search(question) and (result.cards or _GOVERNANCE_WORD.search(question))
+            _CLASSIFY.search(question) and (result.cards or governance) and about_styring
         )
         definition = _DEFINITION.match(question)
         if definition and not result.classify:
@@ -204,7 +228,8 @@ class Guide:
             words.append(term.norwegian)
         for card in result.cards:
             words.append(card.name)
-        result.expansion = " ".join(dict.fromkeys(w for w in words if w.lower() not in lowered))
+        unique = {w.lower(): w for w in reversed(words) if w.lower() not in lowered}
+        result.expansion = " ".join(reversed(unique.values()))
         return result
 
     def _compile(self) -> None:
@@ -279,15 +304,19 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value if v)
 
 
-def _cites(value: Any, file: str) -> tuple[Cite, ...]:
+def _cites(value: Any, file: str, where: str = "") -> tuple[Cite, ...]:
     items = value if isinstance(value, list) else [value] if value else []
     cites = []
     for item in items:
         if not isinstance(item, dict) or not item.get("source") or not item.get("quote"):
-            raise GuideError(f"Et sitat i {file} mangler «source» eller «quote»; fyll det inn.")
+            raise GuideError(
+                f"Et sitat{where} i {file} mangler «source» eller «quote»; fyll det inn."
+            )
         cites.append(Cite(str(item["source"]), " ".join(str(item["quote"]).split())))
     if not cites:
-        raise GuideError(f"En oppføring i {file} har ingen kilde («cite»); hver påstand må ha en.")
+        raise GuideError(
+            f"Oppføringen{where} i {file} har ingen kilde («cite»); hver påstand må ha en."
+        )
     return tuple(cites)
 
 
@@ -296,7 +325,9 @@ def _term(item: dict[str, Any], file: str) -> Term:
     return Term(
         term=term,
         definition=_text(item, "definition", file),
-        cite=_cites({"source": item.get("source"), "quote": item.get("quote")}, file)[0],
+        cite=_cites({"source": item.get("source"), "quote": item.get("quote")}, file, f" «{term}»")[
+            0
+        ],
         expansion=(item.get("expansion") or None),
         aliases=_strings(item.get("aliases")),
         english=_strings(item.get("english")),
@@ -318,7 +349,9 @@ def _card(item: dict[str, Any]) -> Card:
         if not isinstance(value, dict):
             raise GuideError(f"Feltet «{field_name}» på kortet «{name}» mangler tekst og kilde.")
         fields[field_name] = CardField(
-            field_name, _text(value, "text", ROLES_FILE), _cites(value.get("cite"), ROLES_FILE)
+            field_name,
+            _text(value, "text", ROLES_FILE),
+            _cites(value.get("cite"), ROLES_FILE, f" «{name}: {field_name}»"),
         )
     governance = item.get("governance")
     return Card(

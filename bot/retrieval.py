@@ -27,7 +27,7 @@ class Ranking:
 
     fusion: str = "score"  # "score" | "rrf"
     candidates: int = 30  # depth of each candidate list
-    lexical_weight: float = 2.0
+    lexical_weight: float = 3.0
     # The best-matching sentence of a passage, beside the passage as a whole: a short answer
     # inside a long slide is found.
     sentence_weight: float = 1.0

@@ -128,8 +128,9 @@ class CompoundSplitter:
 class Analyzer:
     """Text → index terms."""
 
-    def __init__(self, splitter: CompoundSplitter | None = None) -> None:
+    def __init__(self, splitter: CompoundSplitter | None = None, bigrams: bool = True) -> None:
         self.splitter = splitter
+        self.bigrams = bigrams
 
     def terms(self, text: str) -> list[str]:
         """Stems, the stems of compound parts, and pairs of neighbouring stems ("instruks
@@ -143,6 +144,7 @@ class Analyzer:
                 parts = self.splitter.split(word)
                 if len(parts) > 1:
                     terms.extend(stemmer.stemWords(list(parts)))
+        if self.bigrams:
             terms.extend(f"{a}_{b}" for a, b in pairwise(stems))
         return terms
 
@@ -150,22 +152,24 @@ class Analyzer:
 class LexicalIndex:
     """BM25 over a fixed list of chunk texts, saved to and loaded from a folder."""
 
-    def __init__(self, model, counts: Counter[str] | None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model, counts: Counter[str] | None, bigrams: bool = True) -> None:  # type: ignore[no-untyped-def]
         self._model = model
         self._counts = counts
-        self.analyzer = Analyzer(CompoundSplitter(counts) if counts is not None else None)
+        splitter = CompoundSplitter(counts) if counts is not None else None
+        self.analyzer = Analyzer(splitter, bigrams)
 
     @classmethod
-    def build(cls, texts: list[str], compounds: bool = True) -> LexicalIndex:
+    def build(cls, texts: list[str], compounds: bool = True, bigrams: bool = True) -> LexicalIndex:
+        """`compounds` and `bigrams` off: the plain stemmed BM25 (for comparisons)."""
         import bm25s
 
         counts = word_counts(texts) if compounds else None
-        analyzer = Analyzer(CompoundSplitter(counts) if counts is not None else None)
+        analyzer = Analyzer(CompoundSplitter(counts) if counts is not None else None, bigrams)
         model = bm25s.BM25(k1=1.2, b=0.75)
         corpus = [analyzer.terms(t) or [""] for t in texts]
         if corpus:
             model.index(corpus, show_progress=False)
-        return cls(model, counts)
+        return cls(model, counts, bigrams)
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
