@@ -57,6 +57,11 @@ def configure(engine: Engine, parts: dict[str, object], lexical: dict, guide: Gu
     ranking = replace(
         Ranking(),
         fusion="score" if parts["fusion"] == "score" else "rrf",
+        # The spine's RRF weighed both sides equally.
+        lexical_weight=Ranking().lexical_weight if parts["fusion"] == "score" else 1.0,
+        lexical_weight_english=Ranking().lexical_weight_english
+        if parts["fusion"] == "score"
+        else 1.0,
         sentence_weight=Ranking().sentence_weight if parts["sentences"] else 0.0,
         expand=bool(parts["glossary"]),
         pin=bool(parts["cards"]),
