@@ -10,7 +10,7 @@ from bot.abstention import AbstentionModel
 from bot.guide import FIELDS, Cite
 from bot.retrieval import Passage, SearchResult
 from ingest.lexical import Analyzer, tokenize
-from ingest.split import sentences
+from ingest.split import sentences as split_sentences
 
 MAX_CITATIONS = 3
 QUOTE_CHARS = 320
@@ -89,10 +89,6 @@ def localized_location(location: str | None, language: str) -> str | None:
     return location
 
 
-def _sentences(text: str) -> list[str]:
-    return sentences(text)
-
-
 _ASKS_FOR_NUMBER = re.compile(
     r"\b(hvor mange|hvor ofte|hvor lenge|når|siden når|hvilket år|how many|how often|when)\b",
     re.IGNORECASE,
@@ -118,7 +114,7 @@ def best_quote(
     Sentences are quoted as they stand; where the source broke a line without punctuation (bullets,
     a heading), the quote marks the break with " / ".
     """
-    sentences = _sentences(text)
+    sentences = split_sentences(text)
     if not sentences:
         return Quote(text[:limit], 0.0)
     total = sum(weights.values()) or 1.0

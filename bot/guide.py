@@ -179,17 +179,25 @@ class Guide:
             found.extend((f"criterion {number}", c) for c in criterion.cites)
         return found
 
+    def locate(self, passages: list[tuple[str, str]]) -> dict[Cite, int]:
+        """Where each quote stands: the position, among (source, text) passages, of the first
+        passage of the quote's source that holds it. Quotes found nowhere are left out."""
+        by_source: dict[str, list[tuple[int, str]]] = {}
+        for position, (source, text) in enumerate(passages):
+            by_source.setdefault(source, []).append((position, normalize(text)))
+        found: dict[Cite, int] = {}
+        for _, cite in self.cites():
+            quote = normalize(cite.quote)
+            for position, text in by_source.get(cite.source, []):
+                if quote in text:
+                    found.setdefault(cite, position)
+                    break
+        return found
+
     def missing_quotes(self, passages: list[tuple[str, str]]) -> list[str]:
-        """What cites a quote that no passage of its source holds; `passages` are
-        (source, text) pairs of the index."""
-        folded: dict[str, list[str]] = {}
-        for source, text in passages:
-            folded.setdefault(source, []).append(normalize(text))
-        return [
-            f"{label} ({cite.source})"
-            for label, cite in self.cites()
-            if not any(normalize(cite.quote) in text for text in folded.get(cite.source, []))
-        ]
+        """What cites a quote that no passage of its source holds."""
+        found = self.locate(passages)
+        return [f"{label} ({cite.source})" for label, cite in self.cites() if cite not in found]
 
     def match(self, question: str) -> GuideMatch:
         result = GuideMatch()

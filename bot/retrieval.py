@@ -9,7 +9,6 @@ import numpy as np
 
 from bot.guide import Cite, Criterion, Guide, GuideMatch
 from bot.language import detect as detect_language
-from ingest.clean import fold
 from ingest.embeddings import Embedder
 from ingest.lexical import Analyzer
 from ingest.model import Chunk
@@ -102,7 +101,8 @@ class Retriever:
         self.embedder = embedder
         self.ranking = ranking or Ranking()
         self.guide = guide or Guide()
-        self._folded: list[tuple[str, str]] = [(c.source, fold(c.text)) for c in index.chunks]
+        # Resolved once: a question's guide passages are then dictionary look-ups.
+        self._cite_positions = self.guide.locate([(c.source, c.text) for c in index.chunks])
         self.analyzer = index.lexical.analyzer
         self._chunk_terms = [set(self.analyzer.terms(lexical_text(c))) for c in index.chunks]
         n = max(len(index.chunks), 1)
@@ -115,11 +115,7 @@ class Retriever:
 
     def locate(self, cite: Cite) -> int | None:
         """Position of the indexed passage that holds a quote of the role guide, if any."""
-        quote = fold(cite.quote)
-        for position, (source, text) in enumerate(self._folded):
-            if source == cite.source and quote in text:
-                return position
-        return None
+        return self._cite_positions.get(cite)
 
     def search(self, query: str, k: int = 5) -> SearchResult:
         query = query.strip()
