@@ -39,6 +39,7 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     confidence: float = 0.0
+    guide_lines: list[str] = field(default_factory=list)  # the role guide's short answer, if any
 
     def to_dict(self) -> dict[str, Any]:
         """The `ask --json` object; other tools depend on these keys."""
@@ -206,6 +207,7 @@ class Answerer:
             citations=citations,
             passages=result.passages,
             confidence=max(confidence, self.abstention.threshold) if guided else confidence,
+            guide_lines=guide_lines,
         )
 
     def _choose(self, result: SearchResult, guided: bool) -> list[Passage]:

@@ -1,4 +1,4 @@
-"""The `styringsbot` command: ingest, ask, chat, eval, calibrate."""
+"""The `styringsbot` command: ingest, ask, chat, serve, telegram, report, eval, calibrate."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ eksempler:
   printf 'Hva står MRS for?\\nHva er LIV?\\n' | styringsbot ask -
   styringsbot ingest                # synkroniser indeksen med kunnskapsmappen
   styringsbot chat                  # samtale i terminalen
+  styringsbot serve                 # HTTP-API og Teams på http://127.0.0.1:3978
+  styringsbot telegram              # Telegram-boten (TELEGRAM_BOT_TOKEN i .env)
+  styringsbot report                # spørsmål uten svar og svar med 👎
   styringsbot eval ../shared/eval/dev.jsonl
 
 Innstillinger leses fra miljøet og .env (se .env.example)."""
@@ -76,6 +79,45 @@ def _parser() -> argparse.ArgumentParser:
         description="Interaktiv samtale. Kommandoer: /kilde N viser hele kilde N, /ny glemmer "
         "samtalen, /hjelp viser hjelp, /slutt avslutter.",
     )
+
+    serve = sub.add_parser(
+        "serve",
+        help="kjør HTTP-API-et (POST /api/ask, GET /healthz) og Teams (POST /api/messages)",
+        description='Starter HTTP-serveren. POST /api/ask tar {"question": ..., '
+        '"conversation_id": ...} og svarer som ask --json; GET /healthz viser indeksen; '
+        "POST /api/messages er Teams-endepunktet (MICROSOFT_APP_ID, se README).",
+    )
+    serve.add_argument("--host", default=None, help="adresse å lytte på (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (3978)")
+
+    sub.add_parser(
+        "telegram",
+        help="kjør Telegram-boten (long polling, eller webhook med TELEGRAM_WEBHOOK_URL)",
+        description="Kjører Telegram-boten til Ctrl-C. Trenger TELEGRAM_BOT_TOKEN; se README for "
+        "TELEGRAM_ALLOWED_CHATS, webhook og TELEGRAM_BASE_URL.",
+    )
+
+    report = sub.add_parser(
+        "report",
+        help="vis kunnskapshull: spørsmål uten svar og svar som fikk 👎",
+        description="Lister spørsmålene boten ikke fant svar på og svarene brukerne ga 👎, "
+        "de hyppigste først – det en redaktør bør fylle i kunnskapsmappen.",
+    )
+    report.add_argument("--json", action="store_true", help="skriv rapporten som JSON")
+
+    package = sub.add_parser(
+        "teams-package",
+        help="lag Teams-apppakken (manifest + ikoner i en zip) for opplasting",
+        description="Lager zip-filen Teams tar imot: manifest.json med botens app-id og to ikoner.",
+    )
+    package.add_argument(
+        "--app-id", default=None, help="botens app-id (standard: MICROSOFT_APP_ID)"
+    )
+    package.add_argument(
+        "--output", type=Path, default=Path("styringsbot-teams.zip"), help="zip-filen som lages"
+    )
+    package.add_argument("--name", default="Styringsbot", help="navnet i Teams")
+    package.add_argument("--version", default="1.0.0", help="appens versjon (x.y.z)")
 
     evaluate = sub.add_parser(
         "eval",
@@ -191,16 +233,31 @@ Still et spørsmål om styringssystemet, for eksempel «Hvem leder etatsstyrings
 Oppfølgingsspørsmål («og hvem skriver referatet?») bygger på forrige spørsmål.
   /kilde N   vis hele kilde N fra siste svar
   /ny        start en ny samtale
+  /bra       siste svar var nyttig (👍)
+  /dårlig    siste svar var ikke godt nok (👎)
   /hjelp     vis denne hjelpen
   /slutt     avslutt (eller Ctrl-D)"""
 
 
+def _service(settings: Settings, engine=None):  # type: ignore[no-untyped-def]
+    from bot.conversation import ConversationService
+    from bot.feedback import FeedbackStore
+
+    return ConversationService(
+        engine or _open_engine(settings),
+        store=FeedbackStore.in_data_dir(settings.data_dir),
+        question_log=settings.question_log,
+        max_question_chars=settings.max_question_chars,
+    )
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
-    from bot.conversation import Conversation
+    from bot import render
+    from bot.conversation import ServiceError, parse_command
 
     settings = _settings()
-    conversation = Conversation(_open_engine(settings))
-    chat_id = "terminal"
+    service = _service(settings)
+    chat = "terminal"
     print("Styringsbot – spør om styring og roller i Oslo kommune. /hjelp gir hjelp.")
     while True:
         try:
@@ -208,35 +265,141 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        if not line:
-            continue
         if line in ("/slutt", "/exit", "/quit"):
             return 0
-        if line in ("/hjelp", "/help"):
-            print(CHAT_HELP)
-        elif line == "/ny":
-            conversation.forget(chat_id)
-            print("Ny samtale.")
-        elif line.startswith("/kilde"):
-            print(_show_source(conversation.last_answer(chat_id), line.removeprefix("/kilde")))
-        elif line.startswith("/"):
-            print("Ukjent kommando; /hjelp viser hva som finnes.")
-        else:
-            print(conversation.ask(chat_id, line).text)
+        command = parse_command(line)
+        try:
+            if command.name == "empty":
+                continue
+            if command.name in ("help", "start"):
+                print(CHAT_HELP)
+            elif command.name == "new":
+                service.forget(chat)
+                print("Ny samtale.")
+            elif command.name == "source":
+                print(render.plain_source(service.source(chat, command.argument)))
+            elif command.name == "feedback":
+                last = service.last_turn(chat)
+                if last is None:
+                    print("Det er ikke noe svar å gi tilbakemelding på ennå.")
+                else:
+                    helpful = command.argument == "up"
+                    service.feedback(chat, last.id, helpful)
+                    print(render.say(render.THANKS[helpful], last.answer.language))
+            elif command.name == "unknown":
+                print("Ukjent kommando; /hjelp viser hva som finnes.")
+            else:
+                print(render.plain(service.ask(chat, command.argument).answer))
+        except ServiceError as exc:
+            print(exc)
 
 
-def _show_source(answer, raw: str) -> str:  # type: ignore[no-untyped-def]
-    if answer is None or not answer.citations:
-        return "Det er ingen kilder å vise ennå; still et spørsmål først."
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.channels.http import create_app
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    service = _service(settings)
+    app = create_app(service, settings)
+    print(
+        f"Styringsbot lytter på http://{host}:{port} – POST /api/ask, GET /healthz, "
+        f"POST /api/messages (Teams: {app[_teams_status_key()]}). Ctrl-C stopper.",
+        file=sys.stderr,
+    )
     try:
-        n = int(raw.strip())
-    except ValueError:
-        return f"Skriv /kilde og et tall fra 1 til {len(answer.citations)}."
-    citation = next((c for c in answer.citations if c.n == n), None)
-    if citation is None:
-        return f"Siste svar har kilde 1 til {len(answer.citations)}; prøv en av dem."
-    where = f"{citation.title}" + (f", {citation.location}" if citation.location else "")
-    return f"[{citation.n}] {where}\n({citation.source})\n\n{citation.text}"
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
+    except OSError as exc:
+        raise UserError(
+            f"Kan ikke lytte på {host}:{port} ({exc.strerror or exc}); velg en annen port med "
+            "--port."
+        ) from None
+    finally:
+        service.close()
+    return 0
+
+
+def _teams_status_key():  # type: ignore[no-untyped-def]
+    from bot.channels.http import TEAMS_STATUS_KEY
+
+    return TEAMS_STATUS_KEY
+
+
+def cmd_telegram(args: argparse.Namespace) -> int:
+    from telegram.error import InvalidToken, NetworkError
+
+    from bot.channels import telegram
+
+    settings = _settings()
+    service = _service(settings)
+    mode = "webhook" if settings.telegram_webhook_url else "long polling"
+    print(f"Telegram-boten kjører ({mode}). Ctrl-C stopper.", file=sys.stderr)
+    try:
+        telegram.run(service, settings)
+    except InvalidToken:
+        raise UserError(
+            "Telegram avviste TELEGRAM_BOT_TOKEN; sjekk tokenet fra @BotFather."
+        ) from None
+    except NetworkError as exc:
+        raise UserError(
+            f"Fikk ikke kontakt med Telegram ({exc.message}); sjekk nettverket eller "
+            "TELEGRAM_BASE_URL."
+        ) from None
+    finally:
+        service.close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bot.feedback import FILE_NAME, FeedbackStore, gaps
+
+    settings = _settings()
+    if not (settings.data_dir / FILE_NAME).exists():
+        print("Ingen tilbakemeldinger eller ubesvarte spørsmål er lagret ennå.")
+        return 0
+    store = FeedbackStore.in_data_dir(settings.data_dir)
+    try:
+        found = gaps(store)
+        counts = store.counts()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([g.to_dict() for g in found], ensure_ascii=False, indent=1))
+        return 0
+    up, down, abstained = (counts.get(k, 0) for k in ("up", "down", "abstained"))
+    print(f"Tilbakemeldinger: {up} 👍, {down} 👎. Spørsmål uten svar: {abstained}.")
+    if not found:
+        print("Ingen kunnskapshull å vise.")
+        return 0
+    print("\nKunnskapshull (hyppigst først):")
+    for gap in found:
+        marks = []
+        if gap.abstained:
+            marks.append(f"uten svar ×{gap.abstained}")
+        if gap.unhelpful:
+            marks.append(f"👎 ×{gap.unhelpful}")
+        print(f"\n• {gap.question}  [{', '.join(marks)}; sist {gap.last_seen}, {gap.channels}]")
+        for source in gap.sources:
+            print(f"    svarte med {source}")
+    return 0
+
+
+def cmd_teams_package(args: argparse.Namespace) -> int:
+    from bot.channels.teams_package import PackageInfo, build_package
+
+    app_id = args.app_id or _settings().microsoft_app_id
+    if not app_id:
+        raise UserError(
+            "Mangler app-id; sett MICROSOFT_APP_ID i .env eller gi --app-id (se README om "
+            "registrering i Azure)."
+        )
+    path = build_package(PackageInfo(app_id, name=args.name, version=args.version), args.output)
+    print(
+        f"Lagret {path}. Last den opp i Teams: Apper → Administrer appene dine → Last opp en app."
+    )
+    return 0
 
 
 def _questions(path: Path) -> list[dict]:
@@ -299,6 +462,10 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
     "chat": cmd_chat,
+    "serve": cmd_serve,
+    "telegram": cmd_telegram,
+    "report": cmd_report,
+    "teams-package": cmd_teams_package,
     "eval": cmd_eval,
     "calibrate": cmd_calibrate,
 }
@@ -311,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     from bot.abstention import AbstentionModel  # noqa: F401 - fail early on a broken install
+    from bot.channels import ChannelConfigError
     from bot.guide import GuideError
     from ingest.embeddings import EmbedderError
     from ingest.manifest import ManifestError
@@ -326,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ManifestError,
         EmbedderError,
         GuideError,
+        ChannelConfigError,
     ) as exc:
         print(f"Feil: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

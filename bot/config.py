@@ -41,10 +41,83 @@ class Settings(BaseSettings):
 
     top_k: int = Field(5, ge=1, le=50, validation_alias=_env("STYRINGSBOT_TOP_K"))
 
-    @field_validator("chroma_host", "query_prefix", "passage_prefix", mode="before")
+    # What is kept of users' questions: "gaps" = those that got no answer (plus 👍/👎, always);
+    # "all" = every question; "off" = only the 👍/👎 a user gives.
+    question_log: Literal["off", "gaps", "all"] = Field(
+        "gaps", validation_alias=_env("STYRINGSBOT_QUESTION_LOG")
+    )
+    max_question_chars: int = Field(
+        1000, ge=10, le=100_000, validation_alias=_env("STYRINGSBOT_MAX_QUESTION_CHARS")
+    )
+
+    # Questions one user may ask per minute in Telegram and Teams; 0 = no limit.
+    rate_limit: int = Field(10, ge=0, le=10_000, validation_alias=_env("STYRINGSBOT_RATE_LIMIT"))
+
+    # HTTP server (`styringsbot serve`): the HTTP API and the Teams endpoint.
+    host: str = Field("127.0.0.1", validation_alias=_env("STYRINGSBOT_HOST"))
+    port: int = Field(3978, ge=1, le=65535, validation_alias=_env("STYRINGSBOT_PORT"))
+    # If set, `POST /api/ask` wants the header `Authorization: Bearer <this token>`.
+    api_token: str | None = Field(None, validation_alias=_env("STYRINGSBOT_API_TOKEN"))
+
+    # Telegram (`styringsbot telegram`).
+    telegram_bot_token: str | None = Field(None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
+    telegram_allowed_chats: str = Field("", validation_alias=_env("TELEGRAM_ALLOWED_CHATS"))
+    telegram_base_url: str | None = Field(None, validation_alias=_env("TELEGRAM_BASE_URL"))
+    telegram_webhook_url: str | None = Field(None, validation_alias=_env("TELEGRAM_WEBHOOK_URL"))
+    telegram_webhook_secret: str | None = Field(
+        None, validation_alias=_env("TELEGRAM_WEBHOOK_SECRET")
+    )
+    telegram_webhook_listen: str = Field(
+        "127.0.0.1", validation_alias=_env("TELEGRAM_WEBHOOK_LISTEN")
+    )
+    telegram_webhook_port: int = Field(
+        8443, ge=1, le=65535, validation_alias=_env("TELEGRAM_WEBHOOK_PORT")
+    )
+
+    # Microsoft Teams (`POST /api/messages` on `styringsbot serve`).
+    microsoft_app_id: str | None = Field(None, validation_alias=_env("MICROSOFT_APP_ID"))
+    microsoft_app_password: str | None = Field(
+        None, validation_alias=_env("MICROSOFT_APP_PASSWORD")
+    )
+    microsoft_app_tenant_id: str | None = Field(
+        None, validation_alias=_env("MICROSOFT_APP_TENANT_ID")
+    )
+    teams_allow_anonymous: bool = Field(False, validation_alias=_env("TEAMS_ALLOW_ANONYMOUS"))
+
+    @field_validator(
+        "chroma_host",
+        "query_prefix",
+        "passage_prefix",
+        "telegram_bot_token",
+        "api_token",
+        "telegram_base_url",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
+        "microsoft_app_id",
+        "microsoft_app_password",
+        "microsoft_app_tenant_id",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def telegram_chat_ids(self) -> frozenset[int]:
+        """The chats allowed to use the Telegram bot; empty means every chat."""
+        ids = set()
+        for part in self.telegram_allowed_chats.replace(";", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                ids.add(int(part))
+            except ValueError:
+                raise ValueError(
+                    f"TELEGRAM_ALLOWED_CHATS holds {part!r}, which is not a chat id; "
+                    "give numeric ids separated by commas."
+                ) from None
+        return frozenset(ids)
 
     @cached_property
     def embedder_spec(self) -> EmbedderSpec:

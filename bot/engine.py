@@ -71,9 +71,13 @@ class Engine:
         retriever = Retriever(index, embedder, guide=guide)
         return cls(settings, index, embedder, retriever, Answerer(abstention))
 
-    def ask(self, question: str, k: int | None = None, search_text: str | None = None) -> Answer:
-        """Answer one question; `search_text` lets a follow-up search with its context."""
-        result = self.retriever.search(search_text or question, k=k or self.settings.top_k)
+    def ask(self, question: str, k: int | None = None, context: str | None = None) -> Answer:
+        """Answer one question; `context` (the earlier question) lets a follow-up be understood."""
+        k = k or self.settings.top_k
+        if context:
+            result = self.retriever.search(context, k=k, follow_up=question)
+        else:
+            result = self.retriever.search(question, k=k)
         answer = self.answerer.answer(result)
         answer.question = question
         return answer

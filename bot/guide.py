@@ -209,11 +209,7 @@ class Guide:
                 result.cards.append(card)
         lowered = question.lower()
         if result.cards:
-            result.fields = [
-                name
-                for name, (_, _, cue) in FIELDS.items()
-                if name != "role" and re.search(cue, lowered)
-            ]
+            result.fields = self.field_cues(question)
         governance = _GOVERNANCE_WORD.search(question)
         # "Er det referat fra etatsstyringsmøtet?" asks for a field, not for a classification.
         about_styring = governance or _ALTERNATIVES.search(question) or not result.fields
@@ -239,6 +235,28 @@ class Guide:
         unique = {w.lower(): w for w in reversed(words) if w.lower() not in lowered}
         result.expansion = " ".join(reversed(unique.values()))
         return result
+
+    @staticmethod
+    def field_cues(question: str) -> list[str]:
+        """The card fields a question asks about ("hvem leder" → leads), named card or not."""
+        lowered = question.lower()
+        asked = [name for name, (_, _, cue) in FIELDS.items() if re.search(cue, lowered)]
+        return [name for name in asked if name != "role"]
+
+    def match_follow_up(self, context: str, question: str) -> GuideMatch:
+        """A follow-up keeps the earlier subject unless it names its own, and asks for its own
+        field: "Hvem leder etatsstyringsmøtet?" + "og hvem skriver referatet?" → the minutes
+        of the etatsstyringsmøte, not who leads it."""
+        match = self.match(f"{context} {question}")
+        own = self.match(question)
+        if own.cards:
+            match.cards = own.cards
+        asked = self.field_cues(question)
+        if asked and match.cards:
+            match.fields = asked
+        match.classify = own.classify
+        match.definition = own.definition
+        return match
 
     def _compile(self) -> None:
         self._term_patterns = [(t, _names(t.term, t.aliases, t.english)) for t in self.terms]

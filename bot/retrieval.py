@@ -117,13 +117,19 @@ class Retriever:
         """Position of the indexed passage that holds a quote of the role guide, if any."""
         return self._cite_positions.get(cite)
 
-    def search(self, query: str, k: int = 5) -> SearchResult:
-        query = query.strip()
+    def search(self, query: str, k: int = 5, follow_up: str | None = None) -> SearchResult:
+        """Rank passages for `query`; with `follow_up`, `query` is the earlier question(s) and
+        the follow-up together, and the guide reads the follow-up for what is asked now."""
+        context = query.strip()
+        follow_up = follow_up.strip() if follow_up else None
+        query = f"{context} {follow_up}" if follow_up else context
         language = detect_language(query)
         if not query or not self.index.chunks:
             return SearchResult(query, language=language)
         ranking = self.ranking
-        match = self.guide.match(query)
+        match = (
+            self.guide.match_follow_up(context, follow_up) if follow_up else self.guide.match(query)
+        )
         search_text = f"{query} {match.expansion}" if ranking.expand and match.expansion else query
         query_vector = self.embedder.embed_query(search_text)
         dense = self.index.dense(query_vector, ranking.candidates)

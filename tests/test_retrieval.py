@@ -88,19 +88,22 @@ def test_answerable_questions_do_not_abstain(seed_engine, question) -> None:  # 
 
 
 def test_a_follow_up_question_searches_with_the_previous_one(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    from bot.conversation import Conversation, is_follow_up
+    from bot.conversation import ConversationService, is_follow_up
 
-    conversation = Conversation(seed_engine)
-    conversation.ask("chat", "Hvem leder etatsstyringsmøtet?")
-    follow_up = conversation.ask("chat", "og hvem skriver referatet?")
+    service = ConversationService(seed_engine)
+    service.ask("chat", "Hvem leder etatsstyringsmøtet?")
+    turn = service.ask("chat", "og hvem skriver referatet?")
+    follow_up = turn.answer
 
     assert is_follow_up("og hvem skriver referatet?")
     assert not is_follow_up("Hva står MRS for?")
     assert follow_up.question == "og hvem skriver referatet?"
     # The follow-up is searched together with the question it follows.
-    search_text = conversation.history["chat"][-1].search_text
-    assert "etatsstyringsmøtet" in search_text and "referatet" in search_text
+    assert "etatsstyringsmøtet" in turn.search_text and "referatet" in turn.search_text
     assert any("utkast skrives av byrådsavdelingen" in p.text for p in follow_up.passages[:3])
-    assert conversation.last_answer("chat") is follow_up
-    conversation.forget("chat")
-    assert conversation.last_answer("chat") is None
+    # The role guide answers what the follow-up asks (the minutes), not the first question.
+    assert follow_up.guide_lines and "Referat" in follow_up.guide_lines[0]
+    assert not any("Ledes av" in line for line in follow_up.guide_lines)
+    assert service.last_turn("chat") is turn
+    service.forget("chat")
+    assert service.last_turn("chat") is None
