@@ -333,6 +333,7 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     from bot.channels import telegram
 
     settings = _settings()
+    telegram.check_settings(settings)
     service = _service(settings)
     mode = "webhook" if settings.telegram_webhook_url else "long polling"
     print(f"Telegram-boten kjører ({mode}). Ctrl-C stopper.", file=sys.stderr)

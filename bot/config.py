@@ -102,22 +102,16 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("telegram_allowed_chats")
+    @classmethod
+    def _chat_ids(cls, value: str) -> str:
+        _parse_chat_ids(value)
+        return value
+
     @property
     def telegram_chat_ids(self) -> frozenset[int]:
         """The chats allowed to use the Telegram bot; empty means every chat."""
-        ids = set()
-        for part in self.telegram_allowed_chats.replace(";", ",").split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                ids.add(int(part))
-            except ValueError:
-                raise ValueError(
-                    f"TELEGRAM_ALLOWED_CHATS holds {part!r}, which is not a chat id; "
-                    "give numeric ids separated by commas."
-                ) from None
-        return frozenset(ids)
+        return _parse_chat_ids(self.telegram_allowed_chats)
 
     @cached_property
     def embedder_spec(self) -> EmbedderSpec:
@@ -129,3 +123,18 @@ class Settings(BaseSettings):
             query_prefix=self.query_prefix,
             passage_prefix=self.passage_prefix,
         )
+
+
+def _parse_chat_ids(value: str) -> frozenset[int]:
+    ids = set()
+    for part in value.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            ids.add(int(part))
+        except ValueError:
+            raise ValueError(
+                f"{part!r} er ikke en chat-id; gi numeriske id-er skilt med komma"
+            ) from None
+    return frozenset(ids)

@@ -239,13 +239,22 @@ async def _set_commands(app: Application) -> None:
     await app.bot.set_my_commands(COMMANDS)
 
 
-def build_application(service: ConversationService, settings: Settings) -> Application:
-    """The python-telegram-bot Application with every handler, built in one place."""
+def check_settings(settings: Settings) -> None:
+    """Fail before anything starts when the Telegram settings cannot work."""
     if not settings.telegram_bot_token:
         raise ChannelConfigError(
             "TELEGRAM_BOT_TOKEN er ikke satt; hent et token fra @BotFather og legg det i .env."
         )
-    settings.telegram_chat_ids  # noqa: B018 - fail on a malformed TELEGRAM_ALLOWED_CHATS now
+    if settings.telegram_webhook_url and not settings.telegram_webhook_secret:
+        raise ChannelConfigError(
+            "TELEGRAM_WEBHOOK_URL er satt, men ikke TELEGRAM_WEBHOOK_SECRET; sett en hemmelig "
+            "streng (A–Z, a–z, 0–9, _ og -) så bare Telegram kan sende til webhooken."
+        )
+
+
+def build_application(service: ConversationService, settings: Settings) -> Application:
+    """The python-telegram-bot Application with every handler, built in one place."""
+    check_settings(settings)
     builder = Application.builder().token(settings.telegram_bot_token).post_init(_set_commands)
     if settings.telegram_base_url:
         base = settings.telegram_base_url.rstrip("/")
@@ -260,11 +269,6 @@ def run(service: ConversationService, settings: Settings) -> None:
     """Run until Ctrl-C: long polling, or a webhook when TELEGRAM_WEBHOOK_URL is set."""
     app = build_application(service, settings)
     if settings.telegram_webhook_url:
-        if not settings.telegram_webhook_secret:
-            raise ChannelConfigError(
-                "TELEGRAM_WEBHOOK_URL er satt, men ikke TELEGRAM_WEBHOOK_SECRET; sett en hemmelig "
-                "streng (A–Z, a–z, 0–9, _ og -) så bare Telegram kan sende til webhooken."
-            )
         app.run_webhook(
             listen=settings.telegram_webhook_listen,
             port=settings.telegram_webhook_port,
