@@ -252,13 +252,19 @@ def _service(settings: Settings, engine=None):  # type: ignore[no-untyped-def]
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    settings = _settings()
+    service = _service(settings)
+    print("Styringsbot – spør om styring og roller i Oslo kommune. /hjelp gir hjelp.")
+    try:
+        return _chat_loop(service, "terminal")
+    finally:
+        service.close()
+
+
+def _chat_loop(service, chat: str) -> int:  # type: ignore[no-untyped-def]
     from bot import render
     from bot.conversation import ServiceError, parse_command
 
-    settings = _settings()
-    service = _service(settings)
-    chat = "terminal"
-    print("Styringsbot – spør om styring og roller i Oslo kommune. /hjelp gir hjelp.")
     while True:
         try:
             line = input("\n> ").strip()

@@ -66,8 +66,8 @@ _COMMANDS: dict[str, CommandName] = {
 }
 _VOTES = {"bra": "up", "good": "up", "dårlig": "down", "darlig": "down", "bad": "down"}
 # Typed without a slash, e.g. in Teams where "/" opens the command box: "kilde 2", "vis kilde 2".
-_BARE_SOURCE = re.compile(r"^(?:vis\s+|show\s+)?(?:kilde|source)\s*(\S*)\s*$", re.IGNORECASE)
-_BARE_COMMAND = re.compile(r"^(hjelp|help|ny samtale|new conversation)[.!]?$", re.IGNORECASE)
+_BARE_SOURCE = re.compile(r"^(?:vis\s+|show\s+)?(?:kilde|source)(?:\s+(\d+))?[.!]?$", re.IGNORECASE)
+_BARE_COMMAND = re.compile(r"^(hjelp|help|ny samtale|new conversation)[.!?]?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def parse_command(text: str) -> Command:
             return Command("feedback", _VOTES[name])
         return Command(_COMMANDS.get(name, "unknown"), rest.strip() if name in _COMMANDS else head)
     if match := _BARE_SOURCE.match(text):
-        return Command("source", match.group(1))
+        return Command("source", match.group(1) or "")
     if match := _BARE_COMMAND.match(text):
         word = match.group(1).lower()
         return Command("help" if word in ("hjelp", "help") else "new")
@@ -112,12 +112,16 @@ EMPTY_QUESTION = {
     "en": "Write a question about governance or roles in Oslo kommune and I will answer.",
 }
 TOO_LONG = {
-    "nb": "Spørsmålet er for langt ({n} tegn); skriv det kortere, under {limit} tegn.",
-    "en": "The question is too long ({n} characters); please keep it under {limit}.",
+    "nb": "Spørsmålet er for langt ({n} tegn); skriv det kortere, høyst {limit} tegn.",
+    "en": "The question is too long ({n} characters); please keep it to {limit} at most.",
 }
 NO_SOURCES_YET = {
     "nb": "Det er ingen kilder å vise ennå; still et spørsmål først.",
     "en": "There are no sources to show yet; ask a question first.",
+}
+NO_SOURCES_IN_ANSWER = {
+    "nb": "Det svaret fant ikke noe i dokumentene, så det har ingen kilder å vise.",
+    "en": "That answer found nothing in the documents, so it has no sources to show.",
 }
 NOT_A_NUMBER = {
     "nb": "Skriv kilde og et tall fra 1 til {count}, for eksempel «/kilde 1».",
@@ -228,7 +232,7 @@ class ConversationService:
         citations = turn.answer.citations
         language = turn.answer.language
         if not citations:
-            raise ServiceError(NO_SOURCES_YET, language)
+            raise ServiceError(NO_SOURCES_IN_ANSWER, language)
         try:
             n = int(str(number).strip())
         except ValueError:

@@ -138,12 +138,17 @@ def gaps(store: FeedbackStore) -> list[Gap]:
     A question whose latest vote is 👍 is not a gap, even if an earlier answer got 👎."""
     found: dict[str, Gap] = {}
     channels: dict[str, set[str]] = {}
-    for event in store.events("abstained", "down"):
+    latest_vote: dict[str, str] = {}
+    for event in store.events("abstained", "down", "up"):
         key = " ".join(event.question.casefold().split()).rstrip("?!. ")
+        if event.kind == "up":
+            latest_vote[key] = "up"
+            continue
         gap = found.setdefault(key, Gap(event.question))
         if event.kind == "abstained":
             gap.abstained += 1
         else:
+            latest_vote[key] = "down"
             gap.unhelpful += 1
             for c in event.citations:
                 where = f"«{c['title']}»" + (f", {c['location']}" if c.get("location") else "")
@@ -151,6 +156,9 @@ def gaps(store: FeedbackStore) -> list[Gap]:
                     gap.sources.append(where)
         gap.last_seen = max(gap.last_seen, event.created)
         channels.setdefault(key, set()).add(event.channel)
-    for key, gap in found.items():
+    for key, gap in list(found.items()):
+        if latest_vote.get(key) == "up" and not gap.abstained:
+            del found[key]
+            continue
         gap.channels = ", ".join(sorted(channels[key]))
     return sorted(found.values(), key=lambda g: (-(g.abstained + g.unhelpful), g.question))
