@@ -301,9 +301,18 @@ def _chat_loop(service, chat: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import warnings
+
     from aiohttp import web
 
     from bot.channels.http import create_app
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The Agents SDK keeps its claims under a plain string key on every request.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
 
     settings = _settings()
     host = args.host or settings.host
@@ -334,10 +343,15 @@ def _teams_status_key():  # type: ignore[no-untyped-def]
 
 
 def cmd_telegram(args: argparse.Namespace) -> int:
+    import logging
+
     from telegram.error import InvalidToken, NetworkError
 
     from bot.channels import telegram
 
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings()
     telegram.check_settings(settings)
     service = _service(settings)

@@ -67,7 +67,9 @@ _COMMANDS: dict[str, CommandName] = {
 _VOTES = {"bra": "up", "good": "up", "dårlig": "down", "darlig": "down", "bad": "down"}
 # Typed without a slash, e.g. in Teams where "/" opens the command box: "kilde 2", "vis kilde 2".
 _BARE_SOURCE = re.compile(r"^(?:vis\s+|show\s+)?(?:kilde|source)(?:\s+(\d+))?[.!]?$", re.IGNORECASE)
-_BARE_COMMAND = re.compile(r"^(hjelp|help|ny samtale|new conversation)[.!?]?$", re.IGNORECASE)
+_BARE_COMMAND = re.compile(
+    r"^(hjelp|help|ny|new|ny samtale|new conversation)[.!?]?$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)

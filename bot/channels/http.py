@@ -53,7 +53,7 @@ async def ask(request: web.Request) -> web.Response:
     try:
         turn = await service.run(service.ask, chat, question, "http")
     except ServiceError as exc:
-        status = 413 if len(question) > service.max_question_chars else 400
+        status = 413 if len(question.strip()) > service.max_question_chars else 400
         return _error(status, str(exc))
     return web.json_response(turn.answer.to_dict(), dumps=_dumps)
 
@@ -98,7 +98,10 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason)
+        response = _error(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # a 405 names the methods that work
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("Request to %s failed", request.path)
         return _error(500, "Something went wrong on the server; the error is logged.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from typing import Any
 
 from aiohttp import web
@@ -200,11 +201,12 @@ def _text(text: str) -> Activity:
 
 
 def _card(card: dict[str, Any], summary: str | None = None) -> Activity:
-    return Activity(
-        type=ActivityTypes.message,
-        attachments=[Attachment(content_type=CARD_TYPE, content=card)],
-        summary=summary,
+    activity = Activity(
+        type=ActivityTypes.message, attachments=[Attachment(content_type=CARD_TYPE, content=card)]
     )
+    if summary:
+        activity.summary = summary  # the notification preview in Teams
+    return activity
 
 
 def _summary(text: str) -> str:
@@ -228,6 +230,9 @@ def add_teams_routes(app: web.Application, service: ConversationService, setting
         app.router.add_post("/api/messages", not_configured)
         return "not configured"
     bot = TeamsBot(service, settings)
-    app["agent_configuration"] = bot.auth_configuration  # read by the SDK's JWT check
+    with warnings.catch_warnings():
+        # The SDK's JWT check reads this plain string key; aiohttp would prefer an AppKey.
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["agent_configuration"] = bot.auth_configuration
     app.router.add_post("/api/messages", jwt_authorization_decorator(bot.process))
     return "anonymous (local testing only)" if settings.teams_allow_anonymous else "jwt"

@@ -129,7 +129,9 @@ class TelegramBot:
             reply = render.say(render.RATE_LIMITED, detect(text), seconds=seconds)
             await self._send(message, reply)
             return
-        await context.bot.send_chat_action(message.chat_id, ChatAction.TYPING)
+        await context.bot.send_chat_action(
+            message.chat_id, ChatAction.TYPING, message_thread_id=_thread(message)
+        )
         try:
             turn = await self.service.run(self.service.ask, _chat_key(update), text, CHANNEL)
         except ServiceError as exc:
@@ -190,8 +192,13 @@ class TelegramBot:
                 parse_mode=ParseMode.HTML,
                 link_preview_options=_NO_PREVIEW,
                 reply_markup=keyboard if last else None,
-                message_thread_id=message.message_thread_id if message.is_topic_message else None,
+                message_thread_id=_thread(message),
             )
+
+
+def _thread(message: Message) -> int | None:
+    """The forum topic a message was sent in, so the reply lands in the same topic."""
+    return message.message_thread_id if message.is_topic_message else None
 
 
 def _keyboard(answer: Answer, turn_id: str) -> InlineKeyboardMarkup | None:

@@ -1,0 +1,869 @@
+"""The Telegram channel end to end, through python-telegram-bot's own networking stack.
+
+Telegram's servers cannot be reached from the tests, so `FakeBotAPI` — a small aiohttp server on
+127.0.0.1 — stands in for them, and only for them: it speaks the Bot API over HTTP (getMe,
+getUpdates long polling, sendMessage, …), queues the updates a user would send and records every
+call the bot makes. Everything else is real: the Application from `build_application`, PTB's HTTP
+client and updater, the handlers, the ConversationService over the real seed corpus with the real
+embedding model, and the FeedbackStore on disk.
+
+Every message the bot sends, in every test, is checked to be HTML that Telegram would accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import html
+import itertools
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import SEED_KNOWLEDGE, make_settings
+
+from bot import render
+from bot.answer import NO_ANSWER, Answer, Citation
+from bot.channels import ChannelConfigError
+from bot.channels.telegram import build_application
+from bot.config import Settings
+from bot.conversation import (
+    EMPTY_QUESTION,
+    GONE,
+    NO_SOURCES_YET,
+    NO_SUCH_SOURCE,
+    NOT_A_NUMBER,
+    TOO_LONG,
+    ConversationService,
+    SourceView,
+)
+from bot.feedback import FILE_NAME, FeedbackStore, gaps
+
+TOKEN = "123:TEST"
+CHAT = 4242  # a private chat; its id is also the user's id
+QUESTION = "Hvem leder etatsstyringsmøtet?"
+FOLLOW_UP = "og hvem skriver referatet?"
+WAIT_SECONDS = 20.0
+BOT_USER = {
+    "id": 123,
+    "is_bot": True,
+    "first_name": "Styringsbot",
+    "username": "StyringsTestBot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# What Telegram accepts as parse_mode=HTML
+
+TELEGRAM_TAGS = {
+    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+    "blockquote", "tg-spoiler", "span",
+}  # fmt: skip
+_BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)")
+
+
+class _TelegramHTML(HTMLParser):
+    """Collects what Telegram's HTML parser would reject, and the text a user would read."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.open: list[str] = []
+        self.problems: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in TELEGRAM_TAGS:
+            self.problems.append(f"tag <{tag}> is not allowed")
+        self.open.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.problems.append(f"self-closing <{tag}/>")
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+        else:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "<" in data or ">" in data:
+            self.problems.append(f"bare < or > in {data[:60]!r}")
+        self.text.append(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self.text.append(html.unescape(f"&{name};"))
+
+    def handle_charref(self, name: str) -> None:
+        self.text.append(html.unescape(f"&#{name};"))
+
+    def handle_comment(self, data: str) -> None:
+        self.problems.append("comment")
+
+    def handle_decl(self, decl: str) -> None:
+        self.problems.append("declaration")
+
+    def handle_pi(self, data: str) -> None:
+        self.problems.append("processing instruction")
+
+    def unknown_decl(self, data: str) -> None:
+        self.problems.append("unknown declaration")
+
+
+def html_problems(text: str) -> list[str]:
+    """Why Telegram would refuse `text` as a parse_mode=HTML message (empty: it would not)."""
+    problems = []
+    if not text.strip():
+        problems.append("empty text")
+    if len(text) > render.TELEGRAM_LIMIT:
+        problems.append(f"{len(text)} characters")
+    if match := _BARE_AMPERSAND.search(text):
+        problems.append(f"bare & at {match.start()}")
+    parser = _TelegramHTML()
+    parser.feed(text)
+    parser.close()
+    if parser.open:
+        problems.append(f"unclosed {parser.open}")
+    return problems + parser.problems
+
+
+def assert_telegram_html(text: str) -> None:
+    assert not html_problems(text), (html_problems(text), text)
+
+
+def visible_text(text: str) -> str:
+    """What the user reads: tags dropped, entities resolved."""
+    parser = _TelegramHTML()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake Bot API server
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    result: Any = None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text", ""))
+
+    @property
+    def buttons(self) -> list[dict[str, str]]:
+        markup = self.params.get("reply_markup") or {}
+        return [button for row in markup.get("inline_keyboard", []) for button in row]
+
+
+def _decode(key: str, value: Any) -> Any:
+    """PTB form-encodes parameters; nested objects (reply_markup, …) and booleans arrive as JSON."""
+    if key == "text" or not isinstance(value, str):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    if value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _telegram_error(description: str, code: int = 400) -> web.Response:
+    body = {"ok": False, "error_code": code, "description": description}
+    return web.json_response(body, status=code)
+
+
+@dataclass
+class FakeBotAPI:
+    """Telegram's Bot API for one bot token, on a random local port."""
+
+    calls: list[Call] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    chats: dict[int, dict[str, Any]] = field(default_factory=dict)  # as users' updates show them
+    rejected: list[tuple[Call, list[str]]] = field(default_factory=list)  # what Telegram refuses
+    port: int = 0
+    _runner: web.AppRunner | None = None
+    _message_id: int = 1000
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def push(self, update: dict[str, Any]) -> dict[str, Any]:
+        update = {"update_id": len(self.updates) + 1, **update}
+        if "message" in update:
+            chat = update["message"]["chat"]
+            self.chats[chat["id"]] = chat
+        self.updates.append(update)
+        return update
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != TOKEN:
+            return _telegram_error("Unauthorized", 401)
+        if request.content_type == "application/json":
+            body = await request.json()
+        else:
+            body = dict(await request.post())
+        call = Call(request.match_info["method"], {k: _decode(k, v) for k, v in body.items()})
+        self.calls.append(call)
+        if call.method == "sendMessage" and (problems := html_problems(call.text)):
+            self.rejected.append((call, problems))
+            return _telegram_error(f"Bad Request: can't parse entities: {problems}")
+        call.result = await self._result(call)
+        return web.json_response({"ok": True, "result": call.result})
+
+    async def _result(self, call: Call) -> Any:
+        if call.method == "getMe":
+            return BOT_USER
+        if call.method == "getUpdates":
+            return await self._poll(call.params)
+        if call.method == "sendMessage":
+            self._message_id += 1
+            chat_id = int(call.params["chat_id"])
+            sent = {
+                "message_id": self._message_id,
+                "date": int(time.time()),
+                "chat": self.chats.get(chat_id, private(chat_id)),
+                "from": BOT_USER,
+                "text": call.text,
+            }
+            if call.params.get("message_thread_id"):
+                sent |= {"message_thread_id": int(call.params["message_thread_id"])}
+                sent |= {"is_topic_message": True}
+            if call.params.get("reply_markup"):
+                sent["reply_markup"] = call.params["reply_markup"]
+            return sent
+        return True  # deleteWebhook, setMyCommands, sendChatAction, answerCallbackQuery, …
+
+    async def _poll(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 0.5)
+        while True:
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if pending or time.monotonic() >= deadline:
+                return pending
+            await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# A Telegram user talking to the running bot
+
+
+def person(user_id: int = CHAT) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": "Kari", "language_code": "nb"}
+
+
+def private(chat_id: int) -> dict[str, Any]:
+    return {"id": chat_id, "type": "private", "first_name": "Kari"}
+
+
+_message_ids = itertools.count(1)
+
+
+def message(chat: dict[str, Any], user: int, text: str | None = None, **content: Any) -> dict:
+    """A message update as Telegram sends it; a leading /command gets its bot_command entity."""
+    body: dict[str, Any] = {
+        "message_id": next(_message_ids),
+        "date": int(time.time()),
+        "chat": chat,
+        "from": person(user),
+        **content,
+    }
+    if text is not None:
+        body["text"] = text
+        if text.startswith("/"):
+            command = text.split(" ", 1)[0]
+            body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+    return {"message": body}
+
+
+NewMessages = Callable[[list[Call]], bool]
+
+
+@dataclass
+class User:
+    """One person in one chat; `extra` goes into every message they send (a forum topic, …)."""
+
+    fake: FakeBotAPI
+    chat: dict[str, Any] = field(default_factory=lambda: private(CHAT))
+    user: int = CHAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def other(self, chat: int | dict[str, Any], user: int | None = None, **extra: Any) -> User:
+        """Someone else talking to the same bot (by default alone, in a private chat)."""
+        chat = private(chat) if isinstance(chat, int) else chat
+        return User(self.fake, chat, chat["id"] if user is None else user, extra)
+
+    def message(self, text: str | None = None, **content: Any) -> dict[str, Any]:
+        return message(self.chat, self.user, text, **self.extra, **content)
+
+    def messages(self) -> list[Call]:
+        chat = self.chat["id"]
+        return [c for c in self.fake.called("sendMessage") if int(c.params["chat_id"]) == chat]
+
+    async def wait_for(self, condition: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not (found := condition()):
+            if self.fake.rejected:
+                pytest.fail(f"Telegram would refuse {self.fake.rejected}")
+            if time.monotonic() > deadline:
+                calls = [(c.method, c.params) for c in self.fake.calls if c.method != "getUpdates"]
+                pytest.fail(f"no {what} within {WAIT_SECONDS} s; calls: {calls}")
+            await asyncio.sleep(0.01)
+        return found
+
+    async def send(self, update: dict[str, Any], until: NewMessages = bool) -> list[Call]:
+        """Push an update; the bot's new messages to this chat once `until` holds for them."""
+        before = len(self.messages())
+        self.fake.push(update)
+        return await self.wait_for(
+            lambda: (new := self.messages()[before:]) and until(new) and new, f"reply to {update}"
+        )
+
+    async def say(self, text: str) -> str:
+        """Send text; the one reply (visible text)."""
+        replies = await self.send(self.message(text))
+        assert len(replies) == 1, replies
+        return visible_text(replies[0].text)
+
+    async def ask(self, question: str) -> Call:
+        """Ask a question that has an answer; the message carrying the answer's buttons."""
+        replies = await self.send(self.message(question), lambda new: new[-1].buttons)
+        return replies[-1]
+
+    async def press(self, data: str, on: Call, replies: int = 0) -> tuple[Call, list[Call]]:
+        """Press an inline button; Telegram's answerCallbackQuery call and any new messages."""
+        before = len(self.messages())
+        update = self.fake.push(
+            {
+                "callback_query": {
+                    "id": f"cq{len(self.fake.updates)}",
+                    "from": person(self.user),
+                    "chat_instance": "1",
+                    "message": on.result,
+                    "data": data,
+                }
+            }
+        )
+        query_id = update["callback_query"]["id"]
+        answered = await self.wait_for(
+            lambda: [
+                c
+                for c in self.fake.called("answerCallbackQuery")
+                if c.params["callback_query_id"] == query_id
+            ],
+            f"answer to callback {data!r}",
+        )
+        if replies:
+            await self.wait_for(
+                lambda: len(self.messages()) >= before + replies, f"messages after {data!r}"
+            )
+        return answered[0], self.messages()[before:]
+
+
+Scenario = Callable[[User], Awaitable[None]]
+
+
+def run_bot(service: ConversationService, settings: Settings, scenario: Scenario) -> FakeBotAPI:
+    """Run the real Application against a fresh fake Bot API while `scenario` talks to it."""
+
+    async def main() -> FakeBotAPI:
+        fake = FakeBotAPI()
+        await fake.start()
+        try:
+            local = settings.model_copy(update={"telegram_base_url": fake.base_url})
+            app = build_application(service, local)
+            async with app:  # initialize (getMe) … shutdown
+                if app.post_init is not None:  # only run_polling/run_webhook call it
+                    await app.post_init(app)
+                await app.start()
+                await app.updater.start_polling(poll_interval=0.0, timeout=dtm.timedelta(seconds=1))
+                try:
+                    await scenario(User(fake))
+                finally:
+                    await app.updater.stop()
+                    await app.stop()
+        finally:
+            await fake.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    for sent in fake.called("sendMessage"):
+        assert_telegram_html(sent.text)
+        assert render.FAILED["nb"] not in visible_text(sent.text), "a handler failed"
+    return fake
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def telegram_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return make_settings(data_dir, SEED_KNOWLEDGE, **{"telegram_bot_token": TOKEN, **overrides})
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return telegram_settings(data_dir)
+
+
+@pytest.fixture
+def service(seed_engine, data_dir: Path, settings: Settings):  # type: ignore[no-untyped-def]
+    service = ConversationService(
+        seed_engine,
+        store=FeedbackStore(data_dir / FILE_NAME),
+        max_question_chars=settings.max_question_chars,
+    )
+    yield service
+    service.close()
+
+
+def buttons(answer: Call, prefix: str) -> dict[str, str]:
+    """callback_data → label of the answer's buttons whose data starts with `prefix`."""
+    return {
+        b["callback_data"]: b["text"] for b in answer.buttons if b["callback_data"][:3] == prefix
+    }
+
+
+def turn_of(answer: Call) -> str:
+    return answer.buttons[0]["callback_data"].split(":")[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions
+
+
+def test_question_is_answered_in_html_with_feedback_and_source_buttons(service, settings):
+    seen: dict[str, Call] = {}
+
+    async def scenario(user: User) -> None:
+        seen["answer"] = await user.ask(QUESTION)
+
+    fake = run_bot(service, settings, scenario)
+    answer = seen["answer"]
+    assert answer.params["parse_mode"] == "HTML"
+    assert answer.params["link_preview_options"] == {"is_disabled": True}
+    assert "kommunaldirektør" in visible_text(answer.text)
+    assert "lysbilde" in visible_text(answer.text)
+    turn = turn_of(answer)
+    assert re.fullmatch(r"[0-9a-f]{12}", turn)
+    assert buttons(answer, "fb:") == {f"fb:{turn}:1": "👍 Nyttig", f"fb:{turn}:0": "👎 Ikke nyttig"}
+    sources = buttons(answer, "src")
+    assert sources and sources == {
+        f"src:{turn}:{n}": f"Kilde {n}" for n in range(1, 1 + len(sources))
+    }
+    # The bot showed "typing…" before it answered, and set its command menu at start-up.
+    methods = [c.method for c in fake.calls]
+    typing = fake.called("sendChatAction")
+    assert typing and typing[0].params == {"chat_id": str(CHAT), "action": "typing"}
+    assert methods.index("sendChatAction") < methods.index("sendMessage")
+    (menu,) = fake.called("setMyCommands")
+    assert [c["command"] for c in menu.params["commands"]] == ["hjelp", "kilde", "ny", "start"]
+    assert fake.called("getMe") and fake.called("deleteWebhook")
+
+
+def test_follow_up_question_builds_on_the_previous_answer(service, settings):
+    seen: dict[str, Call] = {}
+
+    async def scenario(user: User) -> None:
+        await user.ask(QUESTION)
+        seen["follow-up"] = await user.ask(FOLLOW_UP)
+
+    run_bot(service, settings, scenario)
+    text = visible_text(seen["follow-up"].text)
+    assert "referat" in text.lower()
+    assert "Utkast skrives av byrådsavdelingen" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Buttons and /kilde
+
+
+def test_thumbs_down_is_stored_and_listed_as_a_knowledge_gap(
+    service, settings, data_dir, in_tmp_cwd, monkeypatch, capsys
+):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        answer = seen["answer"] = await user.ask(QUESTION)
+        seen["thanks"], seen["new"] = await user.press(f"fb:{turn_of(answer)}:0", on=answer)
+
+    run_bot(service, settings, scenario)
+    assert seen["thanks"].params["text"] == render.THANKS[False]["nb"]
+    assert not seen["thanks"].params.get("show_alert")
+    assert seen["new"] == []
+    (event,) = service.store.events("down")
+    assert (event.channel, event.question) == ("telegram", QUESTION)
+    assert "kommunaldirektør" in event.answer
+    assert event.citations and event.citations[0]["location"] == "lysbilde 11"
+    (gap,) = gaps(service.store)
+    assert (gap.question, gap.unhelpful, gap.channels) == (QUESTION, 1, "telegram")
+
+    from bot import cli
+
+    monkeypatch.setenv("STYRINGSBOT_DATA_DIR", str(data_dir))
+    assert cli.main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "0 👍, 1 👎" in out
+    assert f"• {QUESTION}" in out
+
+
+def test_source_button_and_kilde_command_show_the_whole_passage(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        seen["before"] = await user.say("/kilde 1")
+        answer = seen["answer"] = await user.ask(QUESTION)
+        seen["pressed"], seen["button"] = await user.press(f"src:{turn_of(answer)}:1", answer, 1)
+        seen["kilde 1"] = await user.say("/kilde 1")
+        seen["kilde 99"] = await user.say("/kilde 99")
+        seen["kilde abc"] = await user.say("/kilde abc")
+
+    run_bot(service, settings, scenario)
+    assert seen["before"] == NO_SOURCES_YET["nb"]
+    assert seen["pressed"].params.get("text") is None  # the button just stops spinning
+    (shown,) = seen["button"]
+    assert visible_text(shown.text) == seen["kilde 1"]
+    turn = service.turn(f"telegram:{CHAT}:{CHAT}", turn_of(seen["answer"]))
+    citation = turn.answer.citations[0]
+    title, source, *passage = seen["kilde 1"].split("\n\n")
+    assert title == f"[1] «{citation.title}», lysbilde 11"
+    assert source == citation.source
+    assert " ".join(" ".join(passage).split()) == " ".join(citation.text.split())
+    count = len(turn.answer.citations)
+    assert seen["kilde 99"] == NO_SUCH_SOURCE["nb"].format(count=count)
+    assert seen["kilde abc"] == NOT_A_NUMBER["nb"].format(count=count)
+
+
+def test_buttons_of_forgotten_or_unknown_answers_explain_themselves(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        answer = await user.ask(QUESTION)
+        turn = turn_of(answer)
+        seen["ny"] = await user.say("/ny")
+        for data in (f"src:{turn}:1", f"fb:{turn}:1", "src:deadbeef0000:1", "fb:deadbeef0000:0"):
+            seen[data], new = await user.press(data, on=answer)
+            assert new == []
+        seen["xyz"], new = await user.press("xyz", on=answer)
+        assert new == []
+
+    run_bot(service, settings, scenario)
+    assert seen.pop("ny") == render.NEW_CONVERSATION["nb"]
+    assert seen.pop("xyz").params["text"] == render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
+    for data, alert in seen.items():
+        assert (alert.params["text"], alert.params.get("show_alert")) == (GONE["nb"], True), data
+    assert service.store.events("up", "down") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands and awkward messages
+
+
+def test_commands_get_polite_replies(service, settings):
+    replies: dict[str, str] = {}
+
+    async def scenario(user: User) -> None:
+        for command in ("/start", "/hjelp", "/help", "/ny", "/foo", "/hjelp@StyringsTestBot"):
+            replies[command] = await user.say(command)
+
+    run_bot(service, settings, scenario)
+    assert replies["/start"] == f"{render.WELCOME['nb']}\n\n{render.help_text('nb')}"
+    assert replies["/hjelp"] == render.help_text("nb") == replies["/hjelp@StyringsTestBot"]
+    assert replies["/help"] == render.help_text("en")
+    assert replies["/ny"] == render.NEW_CONVERSATION["nb"]
+    assert replies["/foo"] == render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
+
+
+def test_markup_in_questions_is_shown_as_text_never_as_markup(service, settings):
+    seen: dict[str, Any] = {}
+    hostile = "<b>hei</b> & *fet* _kursiv_ `kode` [lenke](http://x)"
+
+    async def scenario(user: User) -> None:
+        seen["hostile"] = await user.say(hostile)
+        seen["script"] = await user.say("Hva er <script>alert('x')</script> & <i>?")
+        seen["answered"] = await user.ask(f"{QUESTION} <script>alert('x')</script> & <b>")
+
+    fake = run_bot(service, settings, scenario)
+    assert seen["hostile"] == seen["script"] == NO_ANSWER["nb"]
+    assert "kommunaldirektør" in visible_text(seen["answered"].text)
+    assert all("<script" not in m.text for m in fake.called("sendMessage"))
+
+
+def test_too_long_and_blank_questions_get_one_sentence(service, settings):
+    replies: dict[str, str] = {}
+
+    async def scenario(user: User) -> None:
+        replies["long"] = await user.say("x" * 10_000)
+        replies["blank"] = await user.say("     ")
+
+    run_bot(service, settings, scenario)
+    assert replies["long"] == TOO_LONG["nb"].format(n=10_000, limit=1000)
+    assert replies["blank"] == EMPTY_QUESTION["nb"]
+
+
+FILE = {"file_id": "AgAD", "file_unique_id": "AQAD"}
+NOT_TEXT = {
+    "sticker": {**FILE, "type": "regular", "width": 512, "height": 512, "is_animated": False,
+                "is_video": False, "emoji": "👍"},
+    "photo": [{**FILE, "width": 90, "height": 90}],
+    "document": {**FILE, "file_name": "referat.pdf", "mime_type": "application/pdf"},
+    "voice": {**FILE, "duration": 3},
+}  # fmt: skip
+
+
+def test_non_text_messages_are_asked_for_text(service, settings):
+    replies: dict[str, str] = {}
+
+    async def scenario(user: User) -> None:
+        for kind, content in NOT_TEXT.items():
+            (reply,) = await user.send(user.message(**{kind: content}))
+            replies[kind] = visible_text(reply.text)
+
+    fake = run_bot(service, settings, scenario)
+    assert replies == dict.fromkeys(NOT_TEXT, render.TEXT_ONLY["nb"])
+    assert fake.called("sendChatAction") == []
+
+
+FORUM = {"id": -1001, "type": "supergroup", "title": "Styringsgruppa", "is_forum": True}
+
+
+def ask_in_forum_topic(service: ConversationService, settings: Settings) -> FakeBotAPI:
+    """Someone in a forum group's topic asks the bot by @mention, then asks for source 1."""
+
+    async def scenario(user: User) -> None:
+        member = user.other(FORUM, user=5, message_thread_id=77, is_topic_message=True)
+        await member.ask("@StyringsTestBot hvem leder etatsstyringsmøtet?")
+        await member.say("/kilde@StyringsTestBot 1")
+
+    return run_bot(service, settings, scenario)
+
+
+def test_questions_in_a_forum_topic_are_answered_in_that_topic(service, settings):
+    fake = ask_in_forum_topic(service, settings)
+    answer, source = fake.called("sendMessage")
+    assert "kommunaldirektør" in visible_text(answer.text)
+    assert "lysbilde 11" in visible_text(source.text)
+    assert [(m.params["chat_id"], m.params["message_thread_id"]) for m in (answer, source)] == [
+        ("-1001", "77"),
+        ("-1001", "77"),
+    ]
+    # One person's conversation in the group, without the @mention in the question.
+    assert service.last_turn("telegram:-1001:5").question == "hvem leder etatsstyringsmøtet?"
+
+
+def test_typing_shows_in_the_forum_topic_of_the_question(service, settings):
+    fake = ask_in_forum_topic(service, settings)
+    (typing,) = fake.called("sendChatAction")
+    assert typing.params.get("message_thread_id") == "77"
+
+
+# ---------------------------------------------------------------------------------------------
+# Long messages (render only: no passage of the seed corpus is near Telegram's limit)
+
+PARAGRAPH = "Styring <i> & ledelse i Oslo kommune, avsnitt {n}: " + "ord & <tegn> " * 20
+
+
+def _long_view(text: str) -> SourceView:
+    citation = Citation(1, "Tittel <med> & tegn", "dokument.pdf", "side 3", text, quote=text)
+    return SourceView("0123456789ab", citation, "nb")
+
+
+def assert_split_keeps_every_word(parts: list[str], text: str) -> None:
+    assert len(parts) > 1
+    for part in parts:
+        assert_telegram_html(part)
+    words = " ".join(" ".join(visible_text(p) for p in parts).split())
+    assert " ".join(text.split()) in words
+
+
+def test_long_source_splits_between_paragraphs_below_the_limit():
+    paragraphs = [PARAGRAPH.format(n=n) for n in range(40)]
+    text = "\n\n".join(paragraphs)
+    assert len(text) > 9_000
+    parts = render.telegram_source(_long_view(text))
+    assert_split_keeps_every_word(parts, text)
+    shown = [block for part in parts for block in visible_text(part).split("\n\n")]
+    assert shown == ["[1] «Tittel <med> & tegn», side 3", "dokument.pdf", *paragraphs]
+
+
+def test_one_huge_paragraph_is_cut_between_words():
+    text = " ".join(f"ord{n} & <x>" for n in range(1_500))
+    assert len(text) > 9_000 and "\n" not in text
+    assert_split_keeps_every_word(render.telegram_source(_long_view(text)), text)
+
+
+def test_long_answer_splits_into_valid_messages():
+    text = " ".join(PARAGRAPH.format(n=n) for n in range(40))
+    citation = _long_view(text).citation
+    answer = Answer(QUESTION, text, False, "nb", citations=[citation, replace(citation, n=2)])
+    assert_split_keeps_every_word(render.telegram_answer(answer), text)
+
+
+@dataclass
+class CannedEngine:
+    """Stands in for the engine in the one test that needs a passage longer than a message."""
+
+    answer: Answer
+
+    def ask(self, question: str, context: str | None = None) -> Answer:
+        return replace(self.answer, question=question)
+
+
+def test_long_answer_and_source_reach_telegram_as_several_valid_messages(data_dir, settings):
+    text = "\n\n".join(PARAGRAPH.format(n=n) for n in range(40))
+    citation = _long_view(text).citation
+    answer = Answer(QUESTION, text, False, "nb", citations=[citation, replace(citation, n=2)])
+    service = ConversationService(CannedEngine(answer), store=FeedbackStore(data_dir / FILE_NAME))
+    source_parts = len(render.telegram_source(_long_view(text)))
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        seen["answer"] = await user.ask(QUESTION)
+        data = f"src:{turn_of(seen['answer'])}:2"
+        _, seen["source"] = await user.press(data, on=seen["answer"], replies=source_parts)
+
+    try:
+        fake = run_bot(service, settings, scenario)
+    finally:
+        service.close()
+    sent = fake.called("sendMessage")
+    answer_parts = sent[: sent.index(seen["answer"]) + 1]
+    assert len(answer_parts) == len(render.telegram_answer(answer)) > 1
+    assert [bool(m.buttons) for m in answer_parts] == [False] * (len(answer_parts) - 1) + [True]
+    assert len(seen["source"]) == source_parts > 1
+    assert_split_keeps_every_word([m.text for m in answer_parts], text)
+    assert_split_keeps_every_word([m.text for m in seen["source"]], text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: allowed chats, rate limit, misconfiguration
+
+
+def test_only_allowed_chats_get_answers(service, data_dir):
+    settings = telegram_settings(data_dir, telegram_allowed_chats="42; -1001")
+    seen: dict[str, Any] = {}
+    refusal = render.NOT_ALLOWED["nb"]
+
+    async def scenario(user: User) -> None:
+        stranger = user.other(7)
+        seen["question"] = await stranger.say(QUESTION)
+        seen["start"] = await stranger.say("/start")
+        seen["button"], seen["new"] = await stranger.press(
+            "fb:deadbeef0000:1", on=Call("sendMessage", {}, stranger.message("hei")["message"])
+        )
+        seen["allowed"] = await user.other(42).ask(QUESTION)
+
+    fake = run_bot(service, settings, scenario)
+    assert seen["question"] == seen["start"] == refusal
+    assert (seen["button"].params["text"], seen["new"]) == (refusal, [])
+    assert "kommunaldirektør" in visible_text(seen["allowed"].text)
+    assert [int(c.params["chat_id"]) for c in fake.called("sendChatAction")] == [42]
+
+
+def test_rate_limit_stops_the_third_question_in_a_minute(service, data_dir):
+    settings = telegram_settings(data_dir, rate_limit=2)
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        await user.ask(QUESTION)
+        await user.ask(FOLLOW_UP)
+        seen["third"] = await user.say(QUESTION)
+        seen["help"] = await user.say("/hjelp")  # commands are not questions
+        seen["neighbour"] = await user.other(CHAT, user=99).ask(QUESTION)
+
+    fake = run_bot(service, settings, scenario)
+    pattern = re.escape(render.RATE_LIMITED["nb"]).replace(re.escape("{seconds}"), r"(\d+)")
+    wait = re.fullmatch(pattern, seen["third"])
+    assert wait and 50 <= int(wait[1]) <= 60, seen["third"]
+    assert seen["help"] == render.help_text("nb")
+    assert "kommunaldirektør" in visible_text(seen["neighbour"].text)
+    assert len(fake.called("sendChatAction")) == 3
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_build_without_token_is_a_config_error(service, data_dir, token):
+    settings = telegram_settings(data_dir, telegram_bot_token=token)
+    with pytest.raises(ChannelConfigError, match="TELEGRAM_BOT_TOKEN"):
+        build_application(service, settings)
+
+
+def test_webhook_without_secret_is_a_config_error(service, data_dir):
+    settings = telegram_settings(data_dir, telegram_webhook_url="https://bot.example/telegram")
+    with pytest.raises(ChannelConfigError, match="TELEGRAM_WEBHOOK_SECRET"):
+        build_application(service, settings)
+
+
+def test_malformed_allowed_chats_are_refused_with_the_settings():
+    with pytest.raises(ValueError, match="'abc' er ikke en chat-id"):
+        telegram_settings(Path("data"), telegram_allowed_chats="42, abc")
+    assert telegram_settings(
+        Path("data"), telegram_allowed_chats=" 42;-1001 ,"
+    ).telegram_chat_ids == {
+        42,
+        -1001,
+    }
+
+
+@pytest.mark.parametrize(
+    ("environment", "fragment"),
+    [
+        ({"TELEGRAM_ALLOWED_CHATS": "42, abc"}, "TELEGRAM_ALLOWED_CHATS"),
+        ({"TELEGRAM_BOT_TOKEN": ""}, "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_WEBHOOK_URL": "https://bot.example/telegram"}, "TELEGRAM_WEBHOOK_SECRET"),
+    ],
+)
+def test_cli_telegram_misconfigured_is_one_sentence_before_the_engine_opens(
+    data_dir, in_tmp_cwd, monkeypatch, capsys, environment, fragment
+):
+    from bot import cli
+
+    def no_engine(settings: Settings) -> None:
+        raise AssertionError("the engine was opened before the settings were checked")
+
+    monkeypatch.setattr(cli, "_open_engine", no_engine)
+    environment = {
+        "STYRINGSBOT_DATA_DIR": str(data_dir),
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_BASE_URL": "http://127.0.0.1:9/bot",  # never the real Telegram
+        **environment,
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["telegram"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Feil: ") and fragment in err and err.count("\n") == 1, err
