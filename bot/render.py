@@ -154,10 +154,10 @@ def _quote(text: str) -> str:
     return f"<blockquote expandable>{_esc(text)}</blockquote>"
 
 
-def telegram_answer(answer: Answer) -> list[str]:
+def telegram_answer(answer: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
     """The answer as Telegram HTML messages: short answer, lead quote, then the sources."""
     if answer.abstained or not answer.citations:
-        return pack_blocks([(answer.text, _as_is)])
+        return pack_blocks([(answer.text, _as_is)], limit)
     labels = LABELS.get(answer.language, LABELS["nb"])
     lead, others = answer.citations[0], answer.citations[1:]
     blocks: list[Block] = [(line, _as_is) for line in answer.guide_lines]
@@ -171,23 +171,23 @@ def telegram_answer(answer: Answer) -> list[str]:
         blocks.append((f"[{c.n}] {where(c, answer.language)}", _as_is))
         if c is not lead:
             blocks.append((f"«{c.quote}»", _quote))
-    return pack_blocks(blocks)
+    return pack_blocks(blocks, limit)
 
 
 def _bold(text: str) -> str:
     return f"<b>{_esc(text)}</b>"
 
 
-def telegram_source(view: SourceView) -> list[str]:
+def telegram_source(view: SourceView, limit: int = TELEGRAM_LIMIT) -> list[str]:
     c = view.citation
     blocks: list[Block] = [(f"[{c.n}] {where(c, view.language)}", _bold), (c.source, _italic)]
     blocks += [(paragraph, _as_is) for paragraph in re.split(r"\n\s*\n", c.text) if paragraph]
-    return pack_blocks(blocks)
+    return pack_blocks(blocks, limit)
 
 
-def telegram_text(text: str) -> list[str]:
+def telegram_text(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
     """Any other reply (help, errors) as escaped HTML."""
-    return pack_blocks([(paragraph, _as_is) for paragraph in text.split("\n\n")])
+    return pack_blocks([(paragraph, _as_is) for paragraph in text.split("\n\n")], limit)
 
 
 def pack_blocks(blocks: list[Block], limit: int = TELEGRAM_LIMIT) -> list[str]:

@@ -393,7 +393,12 @@ class User:
 Scenario = Callable[[User], Awaitable[None]]
 
 
-def run_bot(service: ConversationService, settings: Settings, scenario: Scenario) -> FakeBotAPI:
+def run_bot(
+    service: ConversationService,
+    settings: Settings,
+    scenario: Scenario,
+    message_limit: int = render.TELEGRAM_LIMIT,
+) -> FakeBotAPI:
     """Run the real Application against a fresh fake Bot API while `scenario` talks to it."""
 
     async def main() -> FakeBotAPI:
@@ -401,7 +406,7 @@ def run_bot(service: ConversationService, settings: Settings, scenario: Scenario
         await fake.start()
         try:
             local = settings.model_copy(update={"telegram_base_url": fake.base_url})
-            app = build_application(service, local)
+            app = build_application(service, local, message_limit)
             async with app:  # initialize (getMe) … shutdown
                 if app.post_init is not None:  # only run_polling/run_webhook call it
                     await app.post_init(app)
@@ -734,40 +739,33 @@ def test_long_answer_splits_into_valid_messages():
     assert_split_keeps_every_word(render.telegram_answer(answer), text)
 
 
-@dataclass
-class CannedEngine:
-    """Stands in for the engine in the one test that needs a passage longer than a message."""
-
-    answer: Answer
-
-    def ask(self, question: str, context: str | None = None) -> Answer:
-        return replace(self.answer, question=question)
+SMALL_LIMIT = 300  # no seed passage is near 4096 characters; a smaller limit splits real answers
 
 
-def test_long_answer_and_source_reach_telegram_as_several_valid_messages(data_dir, settings):
-    text = "\n\n".join(PARAGRAPH.format(n=n) for n in range(40))
-    citation = _long_view(text).citation
-    answer = Answer(QUESTION, text, False, "nb", citations=[citation, replace(citation, n=2)])
-    service = ConversationService(CannedEngine(answer), store=FeedbackStore(data_dir / FILE_NAME))
-    source_parts = len(render.telegram_source(_long_view(text)))
+def test_long_answer_and_source_reach_telegram_as_several_valid_messages(service, settings):
     seen: dict[str, Any] = {}
 
     async def scenario(user: User) -> None:
         seen["answer"] = await user.ask(QUESTION)
-        data = f"src:{turn_of(seen['answer'])}:2"
-        _, seen["source"] = await user.press(data, on=seen["answer"], replies=source_parts)
+        turn = service.last_turn(f"telegram:{user.chat['id']}:{user.user}")
+        seen["turn"] = turn
+        view = service.source(f"telegram:{user.chat['id']}:{user.user}", 1, turn.id)
+        expected = len(render.telegram_source(view, SMALL_LIMIT))
+        _, seen["source"] = await user.press(
+            f"src:{turn.id}:1", on=seen["answer"], replies=expected
+        )
+        seen["view"] = view
 
-    try:
-        fake = run_bot(service, settings, scenario)
-    finally:
-        service.close()
+    fake = run_bot(service, settings, scenario, message_limit=SMALL_LIMIT)
     sent = fake.called("sendMessage")
     answer_parts = sent[: sent.index(seen["answer"]) + 1]
-    assert len(answer_parts) == len(render.telegram_answer(answer)) > 1
+    whole = render.telegram_answer(seen["turn"].answer)  # the same answer in one message
+    assert len(whole) == 1 and len(answer_parts) > 1
+    assert all(len(m.text) <= SMALL_LIMIT for m in [*answer_parts, *seen["source"]])
     assert [bool(m.buttons) for m in answer_parts] == [False] * (len(answer_parts) - 1) + [True]
-    assert len(seen["source"]) == source_parts > 1
-    assert_split_keeps_every_word([m.text for m in answer_parts], text)
-    assert_split_keeps_every_word([m.text for m in seen["source"]], text)
+    assert_split_keeps_every_word([m.text for m in answer_parts], visible_text(whole[0]))
+    assert len(seen["source"]) > 1
+    assert_split_keeps_every_word([m.text for m in seen["source"]], seen["view"].citation.text)
 
 
 # ---------------------------------------------------------------------------------------------

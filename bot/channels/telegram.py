@@ -55,8 +55,14 @@ _CALLBACK = re.compile(r"^(fb|src):([0-9a-f]{1,32}):(\d{1,3})$")
 class TelegramBot:
     """The handlers; one instance per running bot, holding no state of its own but the limiter."""
 
-    def __init__(self, service: ConversationService, settings: Settings) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        settings: Settings,
+        message_limit: int = render.TELEGRAM_LIMIT,
+    ) -> None:
         self.service = service
+        self.message_limit = message_limit
         self.allowed = settings.telegram_chat_ids
         self.limiter = RateLimiter(settings.rate_limit)
 
@@ -109,7 +115,8 @@ class TelegramBot:
         except ServiceError as exc:
             await self._send(update.effective_message, str(exc))
             return
-        await self._send_html(update.effective_message, render.telegram_source(view))
+        parts = render.telegram_source(view, self.message_limit)
+        await self._send_html(update.effective_message, parts)
 
     async def unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         reply = render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
@@ -137,7 +144,7 @@ class TelegramBot:
         except ServiceError as exc:
             await self._send(message, str(exc))
             return
-        parts = render.telegram_answer(turn.answer)
+        parts = render.telegram_answer(turn.answer, self.message_limit)
         await self._send_html(message, parts, keyboard=_keyboard(turn.answer, turn.id))
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -161,7 +168,7 @@ class TelegramBot:
             return
         await query.answer()
         if query.message is not None and isinstance(query.message, Message):
-            await self._send_html(query.message, render.telegram_source(view))
+            await self._send_html(query.message, render.telegram_source(view, self.message_limit))
 
     async def failed(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("Telegram update failed", exc_info=context.error)
@@ -174,7 +181,7 @@ class TelegramBot:
     # -- sending ----------------------------------------------------------------------------
 
     async def _send(self, message: Message | None, text: str) -> None:
-        await self._send_html(message, render.telegram_text(text))
+        await self._send_html(message, render.telegram_text(text, self.message_limit))
 
     async def _send_html(
         self,
@@ -259,8 +266,11 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-def build_application(service: ConversationService, settings: Settings) -> Application:
-    """The python-telegram-bot Application with every handler, built in one place."""
+def build_application(
+    service: ConversationService, settings: Settings, message_limit: int = render.TELEGRAM_LIMIT
+) -> Application:
+    """The python-telegram-bot Application with every handler, built in one place.
+    `message_limit` is Telegram's; a smaller one lets a test see answers split."""
     check_settings(settings)
     builder = Application.builder().token(settings.telegram_bot_token).post_init(_set_commands)
     if settings.telegram_base_url:
@@ -268,7 +278,7 @@ def build_application(service: ConversationService, settings: Settings) -> Appli
         builder = builder.base_url(base).base_file_url(re.sub(r"/bot$", "/file/bot", base))
     builder = builder.concurrent_updates(True)
     app = builder.build()
-    TelegramBot(service, settings).register(app)
+    TelegramBot(service, settings, message_limit).register(app)
     return app
 
 
