@@ -18,6 +18,7 @@ import html
 import itertools
 import json
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -25,9 +26,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from conftest import SEED_KNOWLEDGE, make_settings
+from conftest import SEED_KNOWLEDGE, console_script, make_settings, subprocess_env
 
 from bot import render
 from bot.answer import NO_ANSWER, Answer, Citation
@@ -865,3 +867,68 @@ def test_cli_telegram_misconfigured_is_one_sentence_before_the_engine_opens(
     assert cli.main(["telegram"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Feil: ") and fragment in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook mode, through the real `styringsbot telegram` command
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type: ignore[no-untyped-def]
+    """`styringsbot telegram` with TELEGRAM_WEBHOOK_URL registers the webhook with its secret,
+    refuses an update that lacks the secret, and answers one that carries it."""
+    port = _free_port()
+    secret = "s3cret_Webhook-1"
+    update = {"update_id": 1, **message(private(CHAT), CHAT, QUESTION)}
+
+    async def scenario() -> tuple[Call, int, int, list[Call]]:
+        fake = FakeBotAPI()
+        await fake.start()
+        env = subprocess_env(
+            STYRINGSBOT_DATA_DIR=str(seed_engine.settings.data_dir),
+            STYRINGSBOT_KNOWLEDGE_DIR=str(SEED_KNOWLEDGE),
+            STYRINGSBOT_QUESTION_LOG="off",
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_BASE_URL=fake.base_url,
+            TELEGRAM_WEBHOOK_URL="https://bot.example.org/tg/hook",
+            TELEGRAM_WEBHOOK_SECRET=secret,
+            TELEGRAM_WEBHOOK_LISTEN="127.0.0.1",
+            TELEGRAM_WEBHOOK_PORT=str(port),
+        )
+        bot = await asyncio.create_subprocess_exec(
+            str(console_script("styringsbot")),
+            "telegram",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            user = User(fake)
+            (registered,) = await user.wait_for(lambda: fake.called("setWebhook"), "setWebhook")
+            url = f"http://127.0.0.1:{port}/tg/hook"
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url, json=update) as response:
+                    unsigned = response.status
+                header = {"X-Telegram-Bot-Api-Secret-Token": secret}
+                async with session.post(url, json=update, headers=header) as response:
+                    signed = response.status
+            replies = await user.wait_for(
+                lambda: [m for m in user.messages() if m.buttons], "an answer"
+            )
+        finally:
+            bot.terminate()
+            await asyncio.wait_for(bot.wait(), 30)
+            await fake.stop()
+        return registered, unsigned, signed, replies
+
+    registered, unsigned, signed, replies = asyncio.run(scenario())
+    assert registered.params["url"] == "https://bot.example.org/tg/hook"
+    assert registered.params["secret_token"] == secret
+    assert unsigned == 403
+    assert signed == 200
+    assert "kommunaldirektør" in visible_text(replies[-1].text)
