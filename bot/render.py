@@ -160,7 +160,12 @@ def telegram_answer(answer: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
         return pack_blocks([(answer.text, _as_is)], limit)
     labels = LABELS.get(answer.language, LABELS["nb"])
     lead, others = answer.citations[0], answer.citations[1:]
-    blocks: list[Block] = [(line, _as_is) for line in answer.guide_lines]
+    blocks: list[Block] = []
+    for header, lines in _sections(answer.guide_lines):
+        if header:  # e.g. the criteria of a decision aid: folded, as they are long on a phone
+            blocks += [(header, _bold), ("\n".join(lines), _quote)]
+        else:
+            blocks.append(("\n".join(lines), _as_is))
     blocks.append((labels["according"].format(where=where(lead, answer.language)), _bold))
     blocks.append((f"«{lead.quote}» [{lead.n}]", _italic))
     if others:
@@ -176,6 +181,19 @@ def telegram_answer(answer: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
 
 def _bold(text: str) -> str:
     return f"<b>{_esc(text)}</b>"
+
+
+def _sections(lines: list[str]) -> list[tuple[str | None, list[str]]]:
+    """The guide's lines in sections: a line ending in ":" heads the lines after it."""
+    sections: list[tuple[str | None, list[str]]] = []
+    for line in lines:
+        if line.rstrip().endswith(":"):
+            sections.append((line, []))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            sections.append((None, [line]))
+    return [(header, body) for header, body in sections if body or header is None]
 
 
 def telegram_source(view: SourceView, limit: int = TELEGRAM_LIMIT) -> list[str]:

@@ -706,6 +706,19 @@ def test_telegram_answer_of_a_real_answer(seed_engine) -> None:  # type: ignore[
     assert answer.guide_lines[0] in visible(messages)
 
 
+def test_telegram_folds_the_criteria_of_a_decision_aid(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Er et kontaktmøte styring?")
+    header = next(line for line in answer.guide_lines if line.endswith(":"))
+    criteria = answer.guide_lines[answer.guide_lines.index(header) + 1 :]
+    assert criteria
+    messages = render.telegram_answer(answer)
+    assert header in elements(messages, "b")
+    # The criteria, one per line, in one expandable quote; the verdict stays in view.
+    assert elements(messages, "blockquote")[0] == "\n".join(criteria)
+    assert "<blockquote expandable>" in messages[0]
+    assert answer.guide_lines[0] in visible(messages).split("\n\n")[0]
+
+
 def test_telegram_answer_escapes_source_text() -> None:
     messages = render.telegram_answer(nasty_answer())
     raw = "\n".join(messages)
