@@ -401,7 +401,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             marks.append(f"uten svar ×{gap.abstained}")
         if gap.unhelpful:
             marks.append(f"👎 ×{gap.unhelpful}")
-        print(f"\n• {gap.question}  [{', '.join(marks)}; sist {gap.last_seen}, {gap.channels}]")
+        seen = gap.last_seen.replace("T", " ")[:16]
+        print(f"\n• {gap.question}  [{', '.join(marks)}; sist {seen} UTC, {gap.channels}]")
+        for context in gap.contexts:
+            print(f"    oppfølging av «{context}»")
         for source in gap.sources:
             print(f"    svarte med {source}")
     return 0

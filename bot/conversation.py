@@ -152,6 +152,7 @@ class Turn:
     search_text: str
     answer: Answer
     at: float
+    context: str | None = None  # the earlier question(s) a follow-up builds on
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class ConversationService:
             context = previous.search_text
         answer = self.engine.ask(question, context=context)
         search_text = f"{context} {question}" if context else question
-        turn = Turn(uuid.uuid4().hex[:12], question, search_text, answer, now)
+        turn = Turn(uuid.uuid4().hex[:12], question, search_text, answer, now, context)
         self._log(turn, channel)
         if chat is None:
             return turn
@@ -250,7 +251,9 @@ class ConversationService:
         if turn is None:
             raise ServiceError(GONE)
         if self.store is not None:
-            self.store.record("up" if helpful else "down", channel, turn.id, turn.answer)
+            self.store.record(
+                "up" if helpful else "down", channel, turn.id, turn.answer, turn.context
+            )
         return turn
 
     # -- async use from channels ------------------------------------------------------------
@@ -279,9 +282,9 @@ class ConversationService:
         if self.store is None or self.question_log == "off":
             return
         if turn.answer.abstained:
-            self.store.record("abstained", channel, turn.id, turn.answer)
+            self.store.record("abstained", channel, turn.id, turn.answer, turn.context)
         elif self.question_log == "all":
-            self.store.record("asked", channel, turn.id, turn.answer)
+            self.store.record("asked", channel, turn.id, turn.answer, turn.context)
 
 
 class RateLimiter:

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS events (
     turn TEXT NOT NULL,
     question TEXT NOT NULL,
     answer TEXT NOT NULL,
-    citations TEXT NOT NULL
+    citations TEXT NOT NULL,
+    context TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind);
 CREATE UNIQUE INDEX IF NOT EXISTS one_vote_per_turn ON events (turn)
@@ -44,6 +45,7 @@ class Event:
     question: str
     answer: str
     citations: list[dict[str, str | int | None]]
+    context: str = ""  # for a follow-up, the question(s) it built on
 
 
 class FeedbackStore:
@@ -57,12 +59,17 @@ class FeedbackStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "context" not in columns:  # a store from before follow-ups were recorded
+            self._db.execute("ALTER TABLE events ADD COLUMN context TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> FeedbackStore:
         return cls(Path(data_dir) / FILE_NAME)
 
-    def record(self, kind: Kind, channel: str, turn: str, answer: Answer) -> None:
+    def record(
+        self, kind: Kind, channel: str, turn: str, answer: Answer, context: str | None = None
+    ) -> None:
         citations = [
             {"n": c.n, "title": c.title, "source": c.source, "location": c.location}
             for c in answer.citations
@@ -75,6 +82,7 @@ class FeedbackStore:
             answer.question,
             answer.text,
             json.dumps(citations, ensure_ascii=False),
+            context or "",
         )
         with self._lock:
             if kind in ("up", "down"):
@@ -82,8 +90,9 @@ class FeedbackStore:
                     "DELETE FROM events WHERE turn = ? AND kind IN ('up', 'down')", (turn,)
                 )
             self._db.execute(
-                "INSERT INTO events (created, kind, channel, turn, question, answer, citations)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events"
+                " (created, kind, channel, turn, question, answer, citations, context)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -91,13 +100,13 @@ class FeedbackStore:
         marks = ", ".join("?" for _ in kinds)
         with self._lock:
             rows = self._db.execute(
-                "SELECT created, kind, channel, question, answer, citations FROM events"
+                "SELECT created, kind, channel, question, answer, citations, context FROM events"
                 f" WHERE kind IN ({marks}) ORDER BY id",
                 kinds,
             ).fetchall()
         return [
-            Event(created, kind, channel, question, answer, json.loads(citations))
-            for created, kind, channel, question, answer, citations in rows
+            Event(created, kind, channel, question, answer, json.loads(citations), context)
+            for created, kind, channel, question, answer, citations, context in rows
         ]
 
     def counts(self) -> dict[str, int]:
@@ -121,6 +130,7 @@ class Gap:
     last_seen: str = ""
     channels: str = ""
     sources: list[str] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)  # what a follow-up question built on
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -130,6 +140,7 @@ class Gap:
             "last_seen": self.last_seen,
             "channels": self.channels.split(", ") if self.channels else [],
             "sources": self.sources,
+            "contexts": self.contexts,
         }
 
 
@@ -145,6 +156,8 @@ def gaps(store: FeedbackStore) -> list[Gap]:
             latest_vote[key] = "up"
             continue
         gap = found.setdefault(key, Gap(event.question))
+        if event.context and event.context not in gap.contexts:
+            gap.contexts.append(event.context)
         if event.kind == "abstained":
             gap.abstained += 1
         else:

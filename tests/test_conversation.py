@@ -377,6 +377,43 @@ def test_feedback_stores_the_question_answer_and_citations(
     assert event.citations[0]["location"] == "lysbilde 11"
 
 
+def test_feedback_on_a_follow_up_keeps_what_it_followed(
+    service: ConversationService, store: FeedbackStore
+) -> None:
+    service.ask("c", CHAIR)
+    turn = service.ask("c", MINUTES)
+    service.feedback("c", turn.id, helpful=False)
+    [event] = votes(store)
+    assert (event.question, event.context) == (MINUTES, CHAIR)
+    [gap] = gaps(store)
+    assert gap.contexts == [CHAIR]  # an editor sees what "og hvem …" was about
+
+
+def test_a_store_from_before_contexts_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL,"
+        " kind TEXT NOT NULL, channel TEXT NOT NULL, turn TEXT NOT NULL, question TEXT NOT NULL,"
+        " answer TEXT NOT NULL, citations TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO events (created, kind, channel, turn, question, answer, citations)"
+        " VALUES ('2026-01-01T00:00:00+00:00', 'abstained', 'http', 't1', 'Hva?', 'Vet ikke', '[]')"
+    )
+    old.commit()
+    old.close()
+    store = FeedbackStore(path)
+    try:
+        [event] = store.events("abstained")
+        assert (event.question, event.context) == ("Hva?", "")
+        assert [g.question for g in gaps(store)] == ["Hva?"]
+    finally:
+        store.close()
+
+
 def test_a_second_vote_replaces_the_first(
     service: ConversationService, store: FeedbackStore
 ) -> None:
