@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.abstention import AbstentionModel
@@ -12,10 +13,12 @@ from bot.config import Settings
 from bot.guide import Guide
 from bot.retrieval import Retriever
 from ingest.embeddings import Embedder
-from ingest.store import Index, IndexMissing
+from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, IndexStoreError
 
 if TYPE_CHECKING:
     from ingest.pipeline import SyncReport
+
+log = logging.getLogger(__name__)
 
 
 def sync_index(settings: Settings, **options: Any) -> SyncReport:
@@ -39,6 +42,13 @@ class Engine:
     embedder: Embedder
     retriever: Retriever
     answerer: Answerer
+    _state_stamp: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self._state_stamp = (self.settings.data_dir / STATE_FILE).stat().st_mtime_ns
+        except OSError:
+            self._state_stamp = 0
 
     @classmethod
     def open(
@@ -48,6 +58,7 @@ class Engine:
         build_if_missing: bool = False,
         on_build: Callable[[], None] | None = None,
         progress: bool = True,
+        embedder: Embedder | None = None,
     ) -> Engine:
         """Open the index; on a fresh checkout optionally build it first (with progress)."""
         spec = settings.embedder_spec
@@ -55,7 +66,7 @@ class Engine:
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )
-            embedder = spec.build()
+            embedder = embedder or spec.build()
         except IndexMissing:
             if not build_if_missing:
                 raise
@@ -73,6 +84,41 @@ class Engine:
 
     def ask(self, question: str, k: int | None = None, context: str | None = None) -> Answer:
         """Answer one question; `context` (the earlier question) lets a follow-up be understood."""
+        self.follow_index()
+        try:
+            return self._ask(question, k, context)
+        except Exception:
+            if self.follow_index():  # `ingest` replaced the index while this question ran
+                return self._ask(question, k, context)
+            raise
+
+    def follow_index(self) -> bool:
+        """Reopen the index if `ingest` has written a new one since; a running bot then answers
+        from the new documents without a restart (the old generation is deleted by ingest)."""
+        try:
+            stamp = (self.settings.data_dir / STATE_FILE).stat().st_mtime_ns
+        except OSError:
+            return False
+        if stamp == self._state_stamp:
+            return False
+        self._state_stamp = stamp
+        try:
+            state = IndexState.read(self.settings.data_dir)
+        except IndexStoreError:
+            return False
+        current = (self.index.state.index_id, self.index.state.generation)
+        if state is None or (state.index_id, state.generation) == current:
+            return False
+        try:
+            fresh = Engine.open(self.settings, progress=False, embedder=self.embedder)
+        except IndexStoreError as exc:
+            log.warning("The index changed but cannot be opened yet: %s", exc)
+            return False
+        self.index, self.retriever, self.answerer = fresh.index, fresh.retriever, fresh.answerer
+        log.info("Switched to index generation %d", state.generation)
+        return True
+
+    def _ask(self, question: str, k: int | None, context: str | None) -> Answer:
         k = k or self.settings.top_k
         if context:
             result = self.retriever.search(context, k=k, follow_up=question)

@@ -428,3 +428,28 @@ def test_state_file_has_the_same_permissions_as_the_rest_of_the_index(
         return path.stat().st_mode & 0o777
 
     assert mode(data_dir / STATE_FILE) == mode(data_dir / state.lexical_dirname / "chunks.jsonl")
+
+
+def test_a_running_engine_answers_from_a_new_ingest(small_knowledge: Path, data_dir: Path) -> None:
+    """A bot keeps running while an editor adds a document and runs `ingest`: its next answer
+    comes from the new index, not an error about the deleted old generation."""
+    from bot.engine import Engine
+
+    run_sync(small_knowledge, data_dir)
+    engine = Engine.open(make_settings(data_dir, small_knowledge), progress=False)
+    before = engine.ask("Hva er et oppdragsbrev?")
+    old_collection = engine.index.state.collection_name
+
+    (small_knowledge / "oppdragsbrev.txt").write_text(
+        "Oppdragsbrev\n\nEt oppdragsbrev gir virksomheten et konkret oppdrag fra "
+        "byrådsavdelingen, med frister og krav til rapportering underveis.\n",
+        encoding="utf-8",
+    )
+    run_sync(small_knowledge, data_dir)
+    assert old_collection not in collection_names(data_dir)  # ingest dropped what it used
+
+    after = engine.ask("Hva er et oppdragsbrev?")
+    assert engine.index.state.collection_name != old_collection
+    assert not after.abstained
+    assert after.citations[0].source == "oppdragsbrev.txt"
+    assert all(c.source != "oppdragsbrev.txt" for c in before.citations)
