@@ -932,3 +932,36 @@ def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type:
     assert unsigned == 403
     assert signed == 200
     assert "kommunaldirektør" in visible_text(replies[-1].text)
+
+
+GROUP = {"id": -2002, "type": "group", "title": "Ledergruppa"}
+
+
+def test_in_a_group_the_bot_speaks_only_when_addressed(service, settings):
+    """Group members talk among themselves: the bot answers an @mention or a reply to itself,
+    and stays quiet on other messages, photos included."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        member = user.other(GROUP, user=6)
+        fake = user.fake
+        for update in (
+            member.message("Hvem leder etatsstyringsmøtet?"),  # said to the others
+            member.message(photo=NOT_TEXT["photo"]),
+        ):
+            fake.push(update)
+        seen["answer"] = await member.ask("@StyringsTestBot hvem leder etatsstyringsmøtet?")
+        reply_to = {"reply_to_message": seen["answer"].result}
+        seen["follow_up"] = await member.send(
+            member.message("og hvem skriver referatet?", **reply_to)
+        )
+
+    fake = run_bot(service, settings, scenario)
+    sent = fake.called("sendMessage")
+    assert [visible_text(m.text) for m in sent] == [
+        visible_text(seen["answer"].text),
+        *(visible_text(m.text) for m in seen["follow_up"]),
+    ]
+    assert "kommunaldirektør" in visible_text(seen["answer"].text)
+    assert "referat" in visible_text(seen["follow_up"][-1].text).lower()
+    assert service.last_turn("telegram:-2002:6").question == "og hvem skriver referatet?"

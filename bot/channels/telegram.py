@@ -19,7 +19,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ChatAction, ParseMode
+from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -76,9 +76,12 @@ class TelegramBot:
         new_messages = filters.UpdateType.MESSAGE
         app.add_handler(MessageHandler(new_messages & filters.COMMAND, self.unknown_command))
         app.add_handler(MessageHandler(new_messages & filters.TEXT, self.question))
-        app.add_handler(
-            MessageHandler(new_messages & ~filters.TEXT & ~filters.StatusUpdate.ALL, self.not_text)
+        # In groups, people share photos and files with each other: only a private chat is told
+        # that the bot reads text.
+        not_text = (
+            new_messages & filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.StatusUpdate.ALL
         )
+        app.add_handler(MessageHandler(not_text, self.not_text))
         app.add_error_handler(self.failed)
 
     # -- guards -----------------------------------------------------------------------------
@@ -129,6 +132,8 @@ class TelegramBot:
 
     async def question(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
+        if message.chat.type != ChatType.PRIVATE and not _addressed_to(message, context.bot):
+            return  # in a group, answer only when @mentioned or replied to
         text = _without_mention(message.text or "", context.bot.username)
         user = f"telegram:{update.effective_user.id if update.effective_user else '?'}"
         if not self.limiter.allow(user):
@@ -240,6 +245,16 @@ def _chat_key(update: Update) -> str:
 def _command_word(update: Update) -> str:
     text = update.effective_message.text if update.effective_message else ""
     return (text or "").lstrip("/").split(" ", 1)[0].split("@", 1)[0].lower()
+
+
+def _addressed_to(message: Message, bot: object) -> bool:
+    """A group message meant for the bot: it @mentions the bot or replies to one of its messages."""
+    username = getattr(bot, "username", None)
+    text = message.text or ""
+    if username and f"@{username}".casefold() in text.casefold():
+        return True
+    replied = message.reply_to_message
+    return bool(replied and replied.from_user and replied.from_user.id == getattr(bot, "id", None))
 
 
 def _without_mention(text: str, username: str | None) -> str:
