@@ -89,6 +89,7 @@ LABELS = {
         "unhelpful": "👎 Ikke nyttig",
         "source": "Kilde {n}",
         "whole": "Vis hele kilden",
+        "show": "Vis / skjul",
     },
     "en": {
         "sources": "Sources:",
@@ -98,6 +99,7 @@ LABELS = {
         "unhelpful": "👎 Not helpful",
         "source": "Source {n}",
         "whole": "Show the whole source",
+        "show": "Show / hide",
     },
 }
 
@@ -282,7 +284,11 @@ def teams_card(answer: Answer, turn_id: str) -> dict[str, Any]:
         body.append(_runs(answer.text))
     else:
         lead = answer.citations[0]
-        body += [_runs(line) for line in answer.guide_lines]
+        for i, (header, lines) in enumerate(_sections(answer.guide_lines)):
+            if header is None:
+                body += [_runs(line) for line in lines]
+            else:  # a decision aid's criteria: folded, long on a phone
+                body += _folded(header, lines, f"section-{i}", labels["show"])
         body.append(
             _runs(
                 (
@@ -316,6 +322,18 @@ def teams_card(answer: Answer, turn_id: str) -> dict[str, Any]:
         "actions": actions,
         "msteams": {"width": "Full"},
     }
+
+
+def _folded(header: str, lines: list[str], id_: str, show: str) -> list[dict[str, Any]]:
+    return [
+        _runs((header, {"weight": "Bolder"})) | {"spacing": "Medium"},
+        {"type": "Container", "id": id_, "isVisible": False, "items": [_runs(x) for x in lines]},
+        {"type": "ActionSet", "actions": [_toggle(show, id_)]},
+    ]
+
+
+def _toggle(title: str, target: str) -> dict[str, Any]:
+    return {"type": "Action.ToggleVisibility", "title": title, "targetElements": [target]}
 
 
 def _citation(c: Citation, language: str, labels: dict[str, str]) -> dict[str, Any]:

@@ -756,6 +756,24 @@ def test_telegram_folds_the_criteria_of_a_decision_aid(seed_engine) -> None:  # 
     assert answer.guide_lines[0] in visible(messages).split("\n\n")[0]
 
 
+def test_teams_card_folds_the_criteria_of_a_decision_aid(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Er et kontaktmøte styring?")
+    header = next(line for line in answer.guide_lines if line.endswith(":"))
+    criteria = answer.guide_lines[answer.guide_lines.index(header) + 1 :]
+    body = render.teams_card(answer, "t1")["body"]
+    [hidden] = [e for e in body if e["type"] == "Container" and e.get("isVisible") is False]
+    shown = [run["text"] for block in hidden["items"] for run in block["inlines"]]
+    assert shown == criteria
+    toggles = [
+        action
+        for e in body
+        if e["type"] == "ActionSet"
+        for action in e["actions"]
+        if action["type"] == "Action.ToggleVisibility"
+    ]
+    assert [t["targetElements"] for t in toggles] == [[hidden["id"]]]
+
+
 def test_telegram_answer_escapes_source_text() -> None:
     messages = render.telegram_answer(nasty_answer())
     raw = "\n".join(messages)
