@@ -93,8 +93,8 @@ class TelegramBot:
             return
         if update.callback_query is not None:
             await update.callback_query.answer(render.say(render.NOT_ALLOWED, "nb"))
-        elif update.effective_message is not None and chat is not None:
-            await self._send(update.effective_message, render.say(render.NOT_ALLOWED, "nb"))
+        elif update.message is not None:  # not edits or channel posts: refuse each person once
+            await self._send(update.message, render.say(render.NOT_ALLOWED, "nb"))
         raise ApplicationHandlerStop
 
     # -- commands ---------------------------------------------------------------------------
