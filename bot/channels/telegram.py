@@ -93,7 +93,7 @@ class TelegramBot:
             return
         if update.callback_query is not None:
             await update.callback_query.answer(render.say(render.NOT_ALLOWED, "nb"))
-        elif update.message is not None:  # not edits or channel posts: refuse each person once
+        elif update.message is not None and _meant_for_bot(update.message, context.bot):
             await self._send(update.message, render.say(render.NOT_ALLOWED, "nb"))
         raise ApplicationHandlerStop
 
@@ -245,6 +245,14 @@ def _chat_key(update: Update) -> str:
 def _command_word(update: Update) -> str:
     text = update.effective_message.text if update.effective_message else ""
     return (text or "").lstrip("/").split(" ", 1)[0].split("@", 1)[0].lower()
+
+
+def _meant_for_bot(message: Message, bot: object) -> bool:
+    """A new message the bot should react to: private, a command, or addressed to it in a group
+    (never edits or channel posts, never the group's own conversation)."""
+    if message.chat.type == ChatType.PRIVATE or (message.text or "").startswith("/"):
+        return True
+    return _addressed_to(message, bot)
 
 
 def _addressed_to(message: Message, bot: object) -> bool:
