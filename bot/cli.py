@@ -306,7 +306,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from bot.channels.http import create_app
+    from bot.channels.http import TEAMS_STATUS_KEY, create_app
 
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -321,7 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(service, settings)
     print(
         f"Styringsbot lytter på http://{host}:{port} – POST /api/ask, GET /healthz, "
-        f"POST /api/messages (Teams: {app[_teams_status_key()]}). Ctrl-C stopper.",
+        f"POST /api/messages (Teams: {app[TEAMS_STATUS_KEY]}). Ctrl-C stopper.",
         file=sys.stderr,
     )
     try:
@@ -334,12 +334,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         service.close()
     return 0
-
-
-def _teams_status_key():  # type: ignore[no-untyped-def]
-    from bot.channels.http import TEAMS_STATUS_KEY
-
-    return TEAMS_STATUS_KEY
 
 
 def cmd_telegram(args: argparse.Namespace) -> int:
