@@ -2,7 +2,7 @@
 with each one taken out of the full system.
 
 Usage: python benchmarks/ablation.py [FILE.jsonl ...]
-(default: the shared dev set if present, benchmarks/calibration.jsonl, benchmarks/heldout.jsonl)
+(default: the shared dev set if present, benchmarks/fit/calibration.jsonl and heldout.jsonl)
 
 Builds the index first if there is none. Components switched off here are switched off in memory
 only (a plain lexical index is rebuilt from the indexed chunks); the abstention rule is the one
@@ -29,8 +29,8 @@ from ingest.store import lexical_text  # noqa: E402
 
 DEFAULT_SETS = [
     ROOT.parent / "shared" / "eval" / "dev.jsonl",
-    ROOT / "benchmarks" / "calibration.jsonl",
-    ROOT / "benchmarks" / "heldout.jsonl",
+    ROOT / "benchmarks" / "fit" / "calibration.jsonl",
+    ROOT / "benchmarks" / "fit" / "heldout.jsonl",
 ]
 
 # name → (compounds, bigrams, Ranking changes, guide on)

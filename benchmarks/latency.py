@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_QUESTIONS = ROOT / "benchmarks" / "calibration.jsonl"
+DEFAULT_QUESTIONS = ROOT / "benchmarks" / "fit" / "calibration.jsonl"
 
 
 def percentile(values: list[float], q: int) -> float:
