@@ -1,23 +1,26 @@
-"""Ranked passages → an extractive, cited Answer (no LLM), or an honest "not in the documents"."""
+"""Ranked passages and the reader's sentences → an extractive, cited Answer (no LLM), or an honest
+"not in the documents" with the nearest passages as related reading."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.abstention import AbstentionModel
-from bot.guide import FIELDS, Cite
+from bot.guide import FIELDS, Card, Cite
+from bot.query import FollowUpContext
+from bot.reader import READ_PASSAGES, Candidate, Reading
 from bot.retrieval import Passage, SearchResult
-from ingest.lexical import Analyzer, tokenize
-from ingest.split import sentences as split_sentences
+from ingest.clean import fold as normalize
 
 MAX_CITATIONS = 3
-QUOTE_CHARS = 320
-SHORT_QUOTE_CHARS = 60  # a quote shorter than this takes the next sentence along as context
-NUMBER_BONUS = 0.25  # "hvor mange …?" is answered by a sentence with a number in it
-MIN_QUOTE_WORDS = 3
-_SENTENCE_END = (".", "!", "?", ":", ";", "…")
+MAX_RELATED = 3
+CITE_MARGIN = 1.0  # a further passage is cited when its fused score is this close to the best
+SUPPORTING = 0.5  # … or when its best sentence scores at least this share of the lead's
+MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
+MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class Citation:
     source: str
     location: str | None
     text: str
-    quote: str  # the sentences of the passage that answer best
+    quote: str  # the whole sentence(s) of the passage that answer best
+    chunk_id: str = ""
 
 
 @dataclass
@@ -40,6 +44,29 @@ class Answer:
     passages: list[Passage] = field(default_factory=list)
     confidence: float = 0.0
     guide_lines: list[str] = field(default_factory=list)  # the role guide's short answer, if any
+    related: list[Passage] = field(default_factory=list)  # where to look when it abstained
+    topic: str = ""  # what the question was about, for a follow-up to build on
+    signals: dict[str, float] = field(default_factory=dict)  # what abstention weighed
+    reading: Reading | None = field(default=None, repr=False)
+
+    @property
+    def lead(self) -> str:
+        """The first statement the answer gives as its answer (the guide's line or the lead
+        quote), with the verbatim quote it rests on."""
+        if self.abstained or not self.citations:
+            return ""
+        quote = self.citations[0].quote
+        if self.guide_lines:
+            return f"{self.guide_lines[0]} «{quote}»"
+        return quote
+
+    def follow_up_context(self) -> FollowUpContext:
+        """What a follow-up to this answer builds on: its question's topic and what it cited."""
+        return FollowUpContext(
+            question=self.question,
+            topic=self.topic,
+            cited=tuple(c.chunk_id for c in self.citations if c.chunk_id),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The `ask --json` object; other tools depend on these keys."""
@@ -47,6 +74,7 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
+            "lead": self.lead,
             "citations": [
                 {
                     "n": c.n,
@@ -54,20 +82,17 @@ class Answer:
                     "source": c.source,
                     "location": c.location,
                     "text": c.text,
+                    "quote": c.quote,
                 }
                 for c in self.citations
             ],
-            "passages": [
-                {
-                    "title": p.title,
-                    "source": p.chunk.source,
-                    "location": p.location,
-                    "text": p.text,
-                    "score": round(p.score, 6),
-                }
-                for p in self.passages
-            ],
+            "related": [_passage_dict(p) for p in self.related],
+            "passages": [_passage_dict(p) | {"score": round(p.score, 6)} for p in self.passages],
         }
+
+
+def _passage_dict(p: Passage) -> dict[str, Any]:
+    return {"title": p.title, "source": p.chunk.source, "location": p.location, "text": p.text}
 
 
 NO_ANSWER = {
@@ -82,6 +107,14 @@ NO_ANSWER = {
         "kontaktmøte), allocation letters (tildelingsbrev) or trust-based management."
     ),
 }
+RELATED = {
+    "nb": "Dette er det nærmeste jeg fant, hvis du vil lese selv:",
+    "en": "This is the closest I found, if you want to read for yourself:",
+}
+SAYS = {
+    "nb": ("Ifølge {where}:", "Se også {refs}.", "Kilder:"),
+    "en": ("According to {where} (quoted in Norwegian):", "See also {refs}.", "Sources:"),
+}
 
 
 def localized_location(location: str | None, language: str) -> str | None:
@@ -90,115 +123,99 @@ def localized_location(location: str | None, language: str) -> str | None:
     return location
 
 
-_ASKS_FOR_NUMBER = re.compile(
-    r"\b(hvor mange|hvor ofte|hvor lenge|når|siden når|hvilket år|how many|how often|when)\b",
-    re.IGNORECASE,
-)
+def where(title: str, location: str | None, language: str) -> str:
+    location = localized_location(location, language)
+    return f"«{title}»" + (f", {location}" if location else "")
 
 
-@dataclass(frozen=True)
-class Quote:
-    text: str
-    score: float  # share of the question's (IDF-weighted) terms it covers, plus small bonuses
+_YEAR_RANGE = re.compile(r"\b((?:19|20)\d\d)\s*[-–—]\s*((?:19|20)?\d\d)\b")
 
 
-def best_quote(
-    text: str,
-    weights: dict[str, float],
-    *,
-    analyzer: Analyzer | None = None,
-    wants_number: bool = False,
-    limit: int = QUOTE_CHARS,
-) -> Quote:
-    """The sentence that covers most of the question's terms, with what follows if it helps.
-
-    Sentences are quoted as they stand; where the source broke a line without punctuation (bullets,
-    a heading), the quote marks the break with " / ".
-    """
-    sentences = split_sentences(text)
-    if not sentences:
-        return Quote(text[:limit], 0.0)
-    total = sum(weights.values()) or 1.0
-    analyze = analyzer.terms if analyzer is not None else tokenize
-
-    def score(sentence: str) -> float:
-        terms = set(analyze(sentence))
-        value = sum(w for t, w in weights.items() if t in terms) / total
-        if wants_number and re.search(r"\d", sentence):
-            value += NUMBER_BONUS
-        return value
-
-    scores = [score(s) for s in sentences]
-    # A bare heading or list item ("Etatsstyringsmøte") repeats the question's words but answers
-    # nothing: prefer real sentences.
-    candidates = [
-        i
-        for i, s in enumerate(sentences)
-        if len(s.split()) >= MIN_QUOTE_WORDS and sum(ch.isalpha() for ch in s) >= 8
-    ] or [0]
-    best = max(candidates, key=lambda i: (scores[i], -i))
-    if scores[best] == 0:
-        best = candidates[0]  # nothing in common on the surface (an English question, say)
-    quote = sentences[best]
-    following = best + 1
-    while following < len(sentences) and len(quote) + len(sentences[following]) < limit:
-        if scores[following] == 0 and len(quote) >= SHORT_QUOTE_CHARS:
-            break
-        joiner = " " if quote.endswith(_SENTENCE_END) else " / "
-        quote = f"{quote}{joiner}{sentences[following]}"
-        following += 1
-    if len(quote) > limit:
-        quote = quote[: limit - 1].rsplit(" ", 1)[0] + "…"
-    return Quote(quote, scores[best])
+def years_covered(years: tuple[int, ...], texts: list[str]) -> bool:
+    """Whether some passage speaks of each year the question names (a range "2017–2020" covers
+    2018); no year named: True."""
+    if not years:
+        return True
+    found: set[int] = set()
+    for text in texts:
+        found.update(int(y) for y in re.findall(r"\b(?:19|20)\d\d\b", text))
+        for start, end in _YEAR_RANGE.findall(text):
+            first = int(start)
+            last = int(end) if len(end) == 4 else int(start[:2] + end)
+            if first <= last <= first + 30:
+                found.update(range(first, last + 1))
+    return all(year in found for year in years)
 
 
-CITE_MARGIN = 1.0  # a further passage is cited when its fused score is this close to the best
-MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
-MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
+def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[str, float]:
+    """What the abstention rule weighs for one question."""
+    plan = result.plan
+    best = reading.best
+    top = best.score if best else 0.0
+    top = min(max(top, 1e-6), 1 - 1e-6)
+    texts = [p.text for p in result.passages[:5]]
+    return {
+        "dense_top": result.signals.dense_top,
+        "coverage_top3": result.signals.coverage_top3,
+        "unknown_share": result.signals.unknown_share,
+        "english": float(result.signals.english),
+        "reader_top": math.log(top / (1 - top)),
+        "type_support": reading.type_support(),
+        "lead_coverage": reading.coverage(),
+        "year_missing": float(bool(plan and not years_covered(plan.years, texts))),
+        "present": float(bool(plan and plan.present)),
+        "errand": float(bool(plan and plan.errand)),
+        "guided": float(guided),
+    }
 
 
 class Answerer:
-    """Chooses what to cite and phrases the lead; decides when to abstain."""
+    """Chooses what to quote and cite; decides when to abstain."""
 
     def __init__(self, abstention: AbstentionModel, max_citations: int = MAX_CITATIONS) -> None:
         self.abstention = abstention
         self.max_citations = max_citations
 
-    def answer(self, result: SearchResult) -> Answer:
+    def answer(self, result: SearchResult, reading: Reading) -> Answer:
         language = result.language
-        confidence = self.abstention.probability(result.signals) if result.passages else 0.0
-        guided = result.pinned > 0 and _guide_answers(result)
-        if not result.passages or (confidence < self.abstention.threshold and not guided):
+        fields = _fields_read(result, reading)
+        guided = bool(fields) or (result.pinned > 0 and _guide_answers(result))
+        signals = signals_for(result, reading, guided)
+        confidence = self.abstention.probability(signals) if result.passages else 0.0
+        topic = _topic(result)
+        if not result.passages or confidence < self.abstention.threshold or not reading.best:
+            related = result.passages[:MAX_RELATED]
             return Answer(
                 question=result.query,
-                text=NO_ANSWER[language],
+                text=compose_abstention(related, language),
                 abstained=True,
                 language=language,
                 passages=result.passages,
                 confidence=confidence,
+                related=related,
+                topic=topic,
+                signals=signals,
+                reading=reading,
             )
-        cited = self._choose(result, guided)
-        wants_number = bool(_ASKS_FOR_NUMBER.search(result.query))
-        quotes = _guide_quotes(result) if guided else {}
-        citations = []
-        for n, p in enumerate(cited, start=1):
-            quote = (
-                quotes.get(p.chunk.id)
-                or best_quote(
-                    p.text, result.term_weights, analyzer=result.analyzer, wants_number=wants_number
-                ).text
+        if fields:
+            cited, quotes = self._fields(result, reading, fields)
+        elif guided:
+            cited, quotes = self._guided(result, reading)
+        else:
+            cited, quotes = self._read(result, reading)
+        citations = [
+            Citation(
+                n=n,
+                title=p.title,
+                source=p.chunk.source,
+                location=p.location,
+                text=p.text,
+                quote=quotes[p.chunk.id],
+                chunk_id=p.chunk.id,
             )
-            citations.append(
-                Citation(
-                    n=n,
-                    title=p.title,
-                    source=p.chunk.source,
-                    location=p.location,
-                    text=p.text,
-                    quote=quote,
-                )
-            )
-        guide_lines = guide_lead(result, cited) if guided else []
+            for n, p in enumerate(cited, start=1)
+        ]
+        guide_lines = guide_lead(result, cited, fields) if guided else []
         return Answer(
             question=result.query,
             text=compose(citations, language, guide_lines),
@@ -206,29 +223,145 @@ class Answerer:
             language=language,
             citations=citations,
             passages=result.passages,
-            confidence=max(confidence, self.abstention.threshold) if guided else confidence,
+            confidence=confidence,
             guide_lines=guide_lines,
+            topic=topic,
+            signals=signals,
+            reading=reading,
         )
 
-    def _choose(self, result: SearchResult, guided: bool) -> list[Passage]:
-        """The guide's passages first, then those scored close to the best one."""
-        limit = MAX_GUIDE_CITATIONS if guided and result.guide.classify else self.max_citations
+    def _fields(
+        self, result: SearchResult, reading: Reading, fields: list[tuple[Card, str]]
+    ) -> tuple[list[Passage], dict[str, str]]:
+        """A card field answers: the reader's sentence leads, the other passages that field
+        rests on follow."""
+        best = reading.best
+        assert best is not None
         passages = result.passages
-        pinned = passages[: result.pinned] if guided else []
+        holding = {
+            chunk_id for card, name, _, chunk_id in result.card_quotes if (card, name) in fields
+        }
+        cited = [passages[best.passage]]
+        cited += [p for p in passages if p.chunk.id in holding and p not in cited]
+        cited = self._supported(result, reading, cited)
+        quotes = _quotes(result, reading, cited)
+        quotes[cited[0].chunk.id] = best.lead
+        return cited, quotes
+
+    def _read(self, result: SearchResult, reading: Reading) -> tuple[list[Passage], dict[str, str]]:
+        """The lead is the reader's best sentence, wherever it stands; the passages holding the
+        next-best sentences follow it."""
+        best = reading.best
+        assert best is not None
+        cited = self._supported(result, reading, [result.passages[best.passage]])
+        return cited, _quotes(result, reading, cited)
+
+    def _supported(
+        self, result: SearchResult, reading: Reading, cited: list[Passage]
+    ) -> list[Passage]:
+        """Add, in rank order, the passages whose best sentence scores close to the lead's or that
+        score close to the best passage, up to the citation limit."""
+        passages = result.passages
+        best = reading.best
+        cited = list(cited[: self.max_citations])
+        if best is None:
+            return cited
+        supported = {
+            c.passage for c in reading.candidates[1:] if c.score >= SUPPORTING * best.score
+        }
+        top = max(p.score for p in passages[:READ_PASSAGES])
+        for i, passage in enumerate(passages[:READ_PASSAGES]):
+            if len(cited) >= self.max_citations:
+                break
+            if passage not in cited and (i in supported or passage.score >= top - CITE_MARGIN):
+                cited.append(passage)
+        return cited
+
+    def _guided(
+        self, result: SearchResult, reading: Reading
+    ) -> tuple[list[Passage], dict[str, str]]:
+        """The guide's passages first, then those scored close to the best one."""
+        limit = MAX_GUIDE_CITATIONS if result.guide.classify else self.max_citations
+        passages = result.passages
+        pinned = passages[: result.pinned]
         rest = passages[len(pinned) :]
         cited = list(pinned[:limit])
         if rest and len(cited) < limit:
             best = rest[0].score
-            if not cited:
-                cited.append(rest[0])
-            cited.extend(p for p in rest[1:] if p.score >= best - CITE_MARGIN)
-        return cited[:limit]
+            cited.extend(p for p in rest if p.score >= best - CITE_MARGIN)
+        cited = cited[:limit]
+        quotes = _guide_quotes(result)
+        by_passage = _best_per_passage(reading)
+        for i, p in enumerate(passages):
+            if p in cited and p.chunk.id not in quotes:
+                candidate = by_passage.get(i)
+                quotes[p.chunk.id] = candidate.lead if candidate else p.text
+        return cited, quotes
+
+
+def _fields_read(result: SearchResult, reading: Reading) -> list[tuple[Card, str]]:
+    """The card fields whose quotes hold the reader's best sentence: the guide's line for such a
+    field leads the answer. None when the best sentence is no card's (the reader's own lead)."""
+    best = reading.best
+    if best is None or not result.card_quotes:
+        return []
+    chunk_id = result.passages[best.passage].chunk.id
+    sentence = normalize(best.text)
+    found: list[tuple[Card, str]] = []
+    for card, name, cite, cited_chunk in result.card_quotes:
+        quote = normalize(cite.quote)
+        holds = cited_chunk == chunk_id and (sentence in quote or quote in sentence)
+        if holds and (card, name) not in found:
+            found.append((card, name))
+    asked = [(card, name) for card, name in found if name in result.guide.fields]
+    return (asked or found)[:1]
+
+
+def _quotes(result: SearchResult, reading: Reading, cited: list[Passage]) -> dict[str, str]:
+    """Each cited passage's quote: the lead of its best sentence."""
+    by_passage = _best_per_passage(reading)
+    quotes = {}
+    for i, p in enumerate(result.passages):
+        if p in cited:
+            candidate = by_passage.get(i)
+            quotes[p.chunk.id] = candidate.lead if candidate else p.text
+    return quotes
+
+
+def _best_per_passage(reading: Reading) -> dict[int, Candidate]:
+    best: dict[int, Candidate] = {}
+    for candidate in reading.candidates:
+        best.setdefault(candidate.passage, candidate)
+    return best
+
+
+def _topic(result: SearchResult) -> str:
+    """What a follow-up to this question is about: the meeting forms, documents and terms the
+    guide found, else the question's rarest words (the earlier topic when it names nothing)."""
+    match = result.guide
+    names = [card.name for card in match.cards] + [term.norwegian for term in match.terms]
+    if names:
+        unique: dict[str, str] = {}
+        for name in names:
+            unique.setdefault(name.lower(), name)  # a card and a glossary term of one name
+        return " ".join(unique.values())
+    plan = result.plan
+    if plan and plan.context and plan.context.topic:
+        return plan.context.topic
+    weights = result.term_weights
+    rare = sorted((t for t in weights if "_" not in t), key=lambda t: -weights[t])[:3]
+    if not plan or not rare or result.analyzer is None:
+        return ""
+    analyze = result.analyzer
+    kept = [w for w in re.findall(r"\w+", plan.text) if set(analyze.terms(w)) & set(rare)]
+    return " ".join(dict.fromkeys(kept))
 
 
 def _guide_answers(result: SearchResult) -> bool:
-    """The guide itself answers: a defined term, a card field asked for, or a classification."""
+    """The guide itself answers: a defined term or a classification (a card field answers when
+    the reader finds its quote best, see `_fields_read`)."""
     match = result.guide
-    return bool(match.definition or match.classify or (match.cards and match.fields))
+    return bool(match.definition or match.classify)
 
 
 def _guide_quotes(result: SearchResult) -> dict[str, str]:
@@ -239,12 +372,16 @@ def _guide_quotes(result: SearchResult) -> dict[str, str]:
     return quotes
 
 
-def guide_lead(result: SearchResult, cited: list[Passage]) -> list[str]:
-    """The guide's short answer, each statement marked with the citation it rests on."""
+def guide_lead(
+    result: SearchResult, cited: list[Passage], fields: list[tuple[Card, str]] | None = None
+) -> list[str]:
+    """The guide's short answer in the user's language, each statement marked with the citation
+    it rests on: a definition, a decision aid, or the card fields the reader found answering."""
     english = result.language == "en"
     match = result.guide
     number = {p.chunk.id: n for n, p in enumerate(cited, start=1)}
     chunk_of = {cite: chunk_id for cite, chunk_id in result.guide_cites}
+    chunk_of.update({cite: chunk_id for _, _, cite, chunk_id in result.card_quotes})
 
     def refs(cites: tuple[Cite, ...]) -> str:
         found = {number.get(chunk_of.get(c, ""), 0) for c in cites} - {0}
@@ -260,7 +397,7 @@ def guide_lead(result: SearchResult, cited: list[Passage]) -> list[str]:
                 if english
                 else f"{term.term} står for «{term.expansion}».{ref}"
             )
-        lines.append(f"{term.definition}{ref}")
+        lines.append(f"{term.text(english)}{ref}")
         return lines
     if match.classify:
         for card in match.cards:
@@ -270,10 +407,11 @@ def guide_lead(result: SearchResult, cited: list[Passage]) -> list[str]:
             kind = {True: ("styring", "governance"), False: ("ikke styring", "not governance")}
             verdict = kind.get(card.governance)  # type: ignore[arg-type]
             label = f" ({verdict[1] if english else verdict[0]})" if verdict else ""
-            lines.append(f"• {card.name}{label}: {role.text}{refs(role.cites)}")
+            lines.append(
+                f"• {card.display(english)}{label}: {role.body(english)}{refs(role.cites)}"
+            )
         header = (
-            "What tells governance (styring) from other dialogue, according to the sources "
-            "(in Norwegian):"
+            "What tells governance (styring) from other dialogue, according to the sources:"
             if english
             else "Slik skiller kildene styring fra annen dialog:"
         )
@@ -285,43 +423,42 @@ def guide_lead(result: SearchResult, cited: list[Passage]) -> list[str]:
         )[:MAX_CRITERIA]
         if criteria:
             lines.append(header)
-            lines.extend(f"• {c.text}{refs(c.cites)}" for c in criteria)
+            lines.extend(f"• {c.body(english)}{refs(c.cites)}" for c in criteria)
         return lines
-    for card in match.cards:
-        for name in match.fields:
-            card_field = card.fields.get(name)
-            if card_field is None:
-                continue
-            nb_label, en_label, _ = FIELDS[name]
-            label = en_label if english else nb_label
-            lines.append(f"{card.name} – {label}: {card_field.text}{refs(card_field.cites)}")
+    for card, name in fields or []:
+        card_field = card.fields[name]
+        nb_label, en_label, _ = FIELDS[name]
+        label = en_label if english else nb_label
+        lines.append(
+            f"{card.display(english)} – {label}: {card_field.body(english)}{refs(card_field.cites)}"
+        )
     return lines
 
 
-def _where(citation: Citation, language: str) -> str:
-    location = localized_location(citation.location, language)
-    return f"«{citation.title}»" + (f", {location}" if location else "")
-
-
 def compose(citations: list[Citation], language: str, guide_lines: list[str] | None = None) -> str:
-    """Plain-text answer: the guide's short answer if any, a lead quoting the best passage, then
-    every cited source."""
+    """Plain-text answer: the guide's short answer if any, the lead quote, then every source."""
+    according, also, sources = SAYS.get(language, SAYS["nb"])
     lead = citations[0]
-    if language == "en":
-        opening = f"According to {_where(lead, language)} (quoted in Norwegian):"
-        sources = "Sources:"
-    else:
-        opening = f"Ifølge {_where(lead, language)}:"
-        sources = "Kilder:"
     lines = [*guide_lines, ""] if guide_lines else []
-    lines += [opening, f"«{lead.quote}» [{lead.n}]"]
+    lines += [
+        according.format(where=where(lead.title, lead.location, language)),
+        f"«{lead.quote}» [{lead.n}]",
+    ]
     others = [c for c in citations if c is not lead]
     if others:
-        also = ", ".join(f"[{c.n}]" for c in others)
-        lines.append(f"See also {also}." if language == "en" else f"Se også {also}.")
+        lines.append(also.format(refs=", ".join(f"[{c.n}]" for c in others)))
     lines.extend(["", sources])
     for c in citations:
-        lines.append(f"[{c.n}] {_where(c, language)}")
+        lines.append(f"[{c.n}] {where(c.title, c.location, language)}")
         if c is not lead:
             lines.append(f"    «{c.quote}»")
+    return "\n".join(lines)
+
+
+def compose_abstention(related: list[Passage], language: str) -> str:
+    """ "Not in the documents", and where the nearest passages are."""
+    lines = [NO_ANSWER.get(language, NO_ANSWER["nb"])]
+    if related:
+        lines += ["", RELATED.get(language, RELATED["nb"])]
+        lines += [f"• {where(p.title, p.location, language)}" for p in related]
     return "\n".join(lines)

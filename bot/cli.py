@@ -33,6 +33,7 @@ eksempler:
   styringsbot serve                 # HTTP-API og Teams på http://127.0.0.1:3978
   styringsbot telegram              # Telegram-boten (TELEGRAM_BOT_TOKEN i .env)
   styringsbot report                # spørsmål uten svar og svar med 👎
+  styringsbot explain "Hvem leder etatsstyringsmøtet?"   # hvert trinn, for feilsøking
   styringsbot eval ../shared/eval/dev.jsonl
 
 Innstillinger leses fra miljøet og .env (se .env.example)."""
@@ -119,23 +120,46 @@ def _parser() -> argparse.ArgumentParser:
     package.add_argument("--name", default="Styringsbot", help="navnet i Teams")
     package.add_argument("--version", default="1.0.0", help="appens versjon (x.y.z)")
 
+    explain = sub.add_parser(
+        "explain",
+        help="vis hvert trinn for ett spørsmål (for feilsøking)",
+        description="Viser hva hvert trinn gjør med ett spørsmål: spørsmålsplanen (språk, "
+        "svartype, stavekontroll, rolleguiden), kandidatpassasjene med tetthets-, setnings-, "
+        "BM25- og guidesignaler, svarleserens beste setninger med trekkene sine, og signalene og "
+        "beslutningen for «finner ikke svar».",
+    )
+    explain.add_argument("question", metavar="SPØRSMÅL")
+    explain.add_argument(
+        "--after",
+        metavar="SPØRSMÅL",
+        default=None,
+        help="forklar SPØRSMÅL som oppfølging av dette spørsmålet",
+    )
+    explain.add_argument("--k", type=int, default=None, metavar="N", help="antall kandidater (5)")
+    explain.add_argument("--json", action="store_true", help="skriv forklaringen som JSON")
+
     evaluate = sub.add_parser(
         "eval",
-        help="mål treff, MRR, sitering, avståelse og svartid på et spørsmålssett",
-        description="Kjører alle spørsmålene i en JSONL-fil og skriver hit@1/3/5, MRR@10, "
-        "cited hit, abstention recall, false abstention og svartid (p50/p95).",
+        help="mål treff, sitering, ledesetning, avståelse og svartid på spørsmålssett",
+        description="Kjører spørsmålene i en eller flere JSONL-filer og skriver hit@1/3/5, MRR@10, "
+        "cited hit, lead hit, abstention recall, false abstention og svartid (p50/p95), og de "
+        "samme tallene per språk, for oppfølgingspar og for nærliggende spørsmål uten svar. En "
+        "linje er et spørsmål («question») eller et oppfølgingspar («first» og «follow_up»).",
     )
-    evaluate.add_argument("file", type=Path, metavar="FILE.jsonl")
+    evaluate.add_argument("files", type=Path, nargs="+", metavar="FILE.jsonl")
     evaluate.add_argument("--json", action="store_true", help="skriv resultatet som JSON")
 
     calibrate = sub.add_parser(
         "calibrate",
-        help="tilpass regelen for når boten sier «finner ikke svar»",
-        description="Tilpasser avståelsesregelen på merkede spørsmål (abstain true/false) og "
-        "lagrer den i datamappen (eller --output).",
+        help="tilpass svarleseren og regelen for når boten sier «finner ikke svar»",
+        description="Tilpasser svarleseren (hvilken setning som svarer) på merkede setninger og "
+        "deretter avståelsesregelen på merkede spørsmål (abstain true/false), og lagrer begge i "
+        "datamappen (eller --output). Filene har samme form som for eval.",
     )
-    calibrate.add_argument("file", type=Path, metavar="FILE.jsonl")
-    calibrate.add_argument("--output", type=Path, default=None, help="hvor regelen lagres")
+    calibrate.add_argument("files", type=Path, nargs="+", metavar="FILE.jsonl")
+    calibrate.add_argument(
+        "--output", type=Path, default=None, metavar="MAPPE", help="hvor reglene lagres"
+    )
     return parser
 
 
@@ -429,18 +453,34 @@ def _questions(path: Path) -> list[dict]:
         raise UserError(str(exc)) from exc
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from bot.explain import explanation, render
+
+    settings = _settings()
+    if not args.question.strip():
+        raise UserError("Spørsmålet er tomt; skriv et spørsmål i anførselstegn.")
+    if args.k is not None and not 1 <= args.k <= 50:
+        raise UserError("--k må være et tall fra 1 til 50.")
+    engine = _open_engine(settings)
+    context = engine.ask(args.after).follow_up_context() if args.after else None
+    trace = engine.trace(args.question, k=args.k, context=context)
+    data = explanation(trace, engine.answerer.abstention.threshold)
+    print(json.dumps(data, ensure_ascii=False, indent=1) if args.json else render(data))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from bot.evaluation import report_json, run
 
     settings = _settings()
-    questions = _questions(args.file)
+    questions = [q for path in args.files for q in _questions(path)]
     report, outcomes = run(_open_engine(settings), questions)
     if args.json:
         print(report_json(report, outcomes))
         return 0
     for o in outcomes:
         wrong = (o.abstain_expected != o.abstained) or (
-            not o.abstain_expected and o.first_relevant_rank != 1
+            not o.abstain_expected and not o.lead_relevant
         )
         if wrong:
             rank = o.first_relevant_rank if o.first_relevant_rank else "-"
@@ -451,28 +491,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from bot.abstention import FITTED_NAME, fit
+    from bot.abstention import FITTED_NAME as ABSTENTION_NAME
+    from bot.calibration import CalibrationError, calibrate
+    from bot.reader import FITTED_NAME as READER_NAME
 
     settings = _settings()
-    questions = _questions(args.file)
+    questions = [q for path in args.files for q in _questions(path)]
     engine = _open_engine(settings)
-    signals = [engine.retriever.search(q["question"]).signals for q in questions]
-    labels = [not q["abstain"] for q in questions]
+    names = ", ".join(path.name for path in args.files)
     try:
-        model = fit(signals, labels, engine.embedder.id, fitted_on=args.file.name)
-    except ValueError as exc:
+        fitted = calibrate(engine, questions, fitted_on=names)
+    except CalibrationError as exc:
         raise UserError(
-            "Kalibreringen trenger både besvarbare og ikke-besvarbare spørsmål."
+            "Kalibreringen trenger både besvarbare spørsmål med expect_any og spørsmål uten svar "
+            "(abstain: true)."
         ) from exc
-    output = args.output or settings.data_dir / FITTED_NAME
-    model.save(output)
-    wrong = [
-        q["id"]
-        for q, s, y in zip(questions, signals, labels, strict=True)
-        if model.abstains(s) == y
-    ]
-    print(f"Lagret avståelsesregelen i {output}.")
-    print(f"Feil på kalibreringssettet: {len(wrong)} av {len(questions)} {wrong or ''}".rstrip())
+    output = args.output or settings.data_dir
+    output.mkdir(parents=True, exist_ok=True)
+    fitted.reader.save(output / READER_NAME)
+    fitted.abstention.save(output / ABSTENTION_NAME)
+    answerable = sum(not item.example.abstain for item in fitted.observed)
+    print(f"Lagret svarleseren og avståelsesregelen i {output}.")
+    print(
+        f"Svarleseren valgte en setning uten forventet svar for {len(fitted.misread)} av "
+        f"{answerable} besvarbare spørsmål."
+    )
+    wrong = fitted.wrong_abstention
+    print(f"Avståelsesregelen tar feil for {len(wrong)} av {len(questions)} spørsmål.")
+    cross = fitted.cross_validated
+    if cross:
+        print(
+            f"Kryssvalidert: lead hit {cross['lead_hit']:.3f}; med terskel "
+            f"{cross['threshold']:.2f} avstår regelen fra {cross['false_abstention']:.3f} av de "
+            f"besvarbare og {cross['abstention_recall']:.3f} av dem uten svar."
+        )
     return 0
 
 
@@ -484,6 +536,7 @@ COMMANDS = {
     "telegram": cmd_telegram,
     "report": cmd_report,
     "teams-package": cmd_teams_package,
+    "explain": cmd_explain,
     "eval": cmd_eval,
     "calibrate": cmd_calibrate,
 }

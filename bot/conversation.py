@@ -22,6 +22,7 @@ from bot.answer import Answer, Citation
 from bot.engine import Engine
 from bot.feedback import FeedbackStore
 from bot.language import detect
+from bot.query import FollowUpContext
 from ingest.lexical import tokenize
 
 T = TypeVar("T")
@@ -149,10 +150,14 @@ def _message(template: dict[str, str], **values: object) -> dict[str, str]:
 class Turn:
     id: str
     question: str
-    search_text: str
     answer: Answer
     at: float
-    context: str | None = None  # the earlier question(s) a follow-up builds on
+    context: FollowUpContext | None = None  # the earlier turn a follow-up builds on
+
+    @property
+    def built_on(self) -> str | None:
+        """For the feedback store: the earlier question a follow-up built on."""
+        return self.context.question if self.context else None
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,7 @@ class ConversationService:
     question_log: QuestionLog = "gaps"
     max_question_chars: int = MAX_QUESTION_CHARS
     clock: Callable[[], float] = time.monotonic
+    top_k: int | None = None  # passages per answer (None: the engine's setting)
     _chats: OrderedDict[str, deque[Turn]] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _worker: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -198,10 +204,9 @@ class ConversationService:
         previous = self._last(chat) if chat is not None else None
         context = None
         if previous and now - previous.at <= FOLLOW_UP_SECONDS and is_follow_up(question):
-            context = previous.search_text
-        answer = self.engine.ask(question, context=context)
-        search_text = f"{context} {question}" if context else question
-        turn = Turn(uuid.uuid4().hex[:12], question, search_text, answer, now, context)
+            context = previous.answer.follow_up_context()
+        answer = self.engine.ask(question, k=self.top_k, context=context)
+        turn = Turn(uuid.uuid4().hex[:12], question, answer, now, context)
         self._log(turn, channel)
         if chat is None:
             return turn
@@ -252,7 +257,7 @@ class ConversationService:
             raise ServiceError(GONE)
         if self.store is not None:
             self.store.record(
-                "up" if helpful else "down", channel, turn.id, turn.answer, turn.context
+                "up" if helpful else "down", channel, turn.id, turn.answer, turn.built_on
             )
         return turn
 
@@ -282,9 +287,9 @@ class ConversationService:
         if self.store is None or self.question_log == "off":
             return
         if turn.answer.abstained:
-            self.store.record("abstained", channel, turn.id, turn.answer, turn.context)
+            self.store.record("abstained", channel, turn.id, turn.answer, turn.built_on)
         elif self.question_log == "all":
-            self.store.record("asked", channel, turn.id, turn.answer, turn.context)
+            self.store.record("asked", channel, turn.id, turn.answer, turn.built_on)
 
 
 class RateLimiter:

@@ -11,7 +11,9 @@ from bot.abstention import AbstentionModel
 from bot.answer import Answer, Answerer
 from bot.config import Settings
 from bot.guide import Guide
-from bot.retrieval import Retriever
+from bot.query import FollowUpContext, QueryPlan
+from bot.reader import Reader, ReaderModel, Reading
+from bot.retrieval import Retriever, SearchResult
 from ingest.embeddings import Embedder
 from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, IndexStoreError
 
@@ -42,6 +44,7 @@ class Engine:
     embedder: Embedder
     retriever: Retriever
     answerer: Answerer
+    reader: Reader
     _state_stamp: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,10 +83,13 @@ class Engine:
         abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
         guide = Guide.load(settings.knowledge_dir)
         retriever = Retriever(index, embedder, guide=guide)
-        return cls(settings, index, embedder, retriever, Answerer(abstention))
+        reader = retriever.reader(ReaderModel.for_index(settings.data_dir, embedder.id))
+        return cls(settings, index, embedder, retriever, Answerer(abstention), reader)
 
-    def ask(self, question: str, k: int | None = None, context: str | None = None) -> Answer:
-        """Answer one question; `context` (the earlier question) lets a follow-up be understood."""
+    def ask(
+        self, question: str, k: int | None = None, context: FollowUpContext | None = None
+    ) -> Answer:
+        """Answer one question; `context` (the earlier turn) lets a follow-up be understood."""
         self.follow_index()
         try:
             return self._ask(question, k, context)
@@ -114,16 +120,33 @@ class Engine:
         except IndexStoreError as exc:
             log.warning("The index changed but cannot be opened yet: %s", exc)
             return False
-        self.index, self.retriever, self.answerer = fresh.index, fresh.retriever, fresh.answerer
+        self.index, self.retriever = fresh.index, fresh.retriever
+        self.answerer, self.reader = fresh.answerer, fresh.reader
         log.info("Switched to index generation %d", state.generation)
         return True
 
-    def _ask(self, question: str, k: int | None, context: str | None) -> Answer:
+    def _ask(self, question: str, k: int | None, context: FollowUpContext | None) -> Answer:
+        return self.trace(question, k, context).answer
+
+    def trace(
+        self, question: str, k: int | None = None, context: FollowUpContext | None = None
+    ) -> Trace:
+        """One question through every stage, each stage's result kept (for `explain`)."""
         k = k or self.settings.top_k
-        if context:
-            result = self.retriever.search(context, k=k, follow_up=question)
-        else:
-            result = self.retriever.search(question, k=k)
-        answer = self.answerer.answer(result)
+        plan = self.retriever.plan(question, context)
+        result = self.retriever.search(plan, k=k)
+        reading = self.reader.read(result)
+        answer = self.answerer.answer(result, reading)
         answer.question = question
-        return answer
+        return Trace(plan, result, reading, answer)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What each stage made of one question: the query plan, the ranked passages, the reader's
+    sentences and the answer (with the abstention signals it weighed)."""
+
+    plan: QueryPlan
+    result: SearchResult
+    reading: Reading
+    answer: Answer

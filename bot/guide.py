@@ -23,7 +23,11 @@ ROLES_FILE = "roles.yaml"
 # first. Shown to the user under these labels.
 FIELDS: dict[str, tuple[str, str, str]] = {
     # name: (Norwegian label, English label, cue pattern)
-    "leads": ("Ledes av", "Chaired by", r"\bled(er|es|et|e)\b|\bchair|\blead|\bran\b|\bruns?\b"),
+    "leads": (
+        "Ledes av",
+        "Chaired by",
+        r"\bled(er|es|et|e)?\b|\bchair|\blead(s|ing)?\b|\bran\b|\bruns?\b|\bin charge\b",
+    ),
     "participants": (
         "Deltakere",
         "Participants",
@@ -92,6 +96,11 @@ class Term:
     expansion: str | None = None
     aliases: tuple[str, ...] = ()
     english: tuple[str, ...] = ()
+    definition_en: str | None = None
+
+    def text(self, english: bool = False) -> str:
+        """The definition in the user's language (Norwegian where no English is given)."""
+        return (self.definition_en if english else None) or self.definition
 
     @property
     def norwegian(self) -> str:
@@ -105,6 +114,10 @@ class CardField:
     name: str
     text: str
     cites: tuple[Cite, ...]
+    text_en: str | None = None
+
+    def body(self, english: bool = False) -> str:
+        return (self.text_en if english else None) or self.text
 
 
 @dataclass(frozen=True)
@@ -116,12 +129,20 @@ class Card:
     aliases: tuple[str, ...]
     english: tuple[str, ...]
     fields: dict[str, CardField]
+    name_en: str | None = None
+
+    def display(self, english: bool = False) -> str:
+        return (self.name_en if english else None) or self.name
 
 
 @dataclass(frozen=True)
 class Criterion:
     text: str
     cites: tuple[Cite, ...]
+    text_en: str | None = None
+
+    def body(self, english: bool = False) -> str:
+        return (self.text_en if english else None) or self.text
 
 
 @dataclass
@@ -163,6 +184,7 @@ class Guide:
                 Criterion(
                     _text(item, "text", ROLES_FILE),
                     _cites(item.get("cite"), ROLES_FILE, f" «kriterium {number}»"),
+                    _optional_text(item, "text_en"),
                 )
                 for number, item in enumerate(_list(roles, "criteria"), 1)
             ]
@@ -210,7 +232,12 @@ class Guide:
         lowered = question.lower()
         if result.cards:
             result.fields = self.field_cues(question)
-        governance = _GOVERNANCE_WORD.search(question)
+        # "agency governance meeting" names a card; it does not ask whether something is styring.
+        rest = question
+        for card, pattern in self._card_patterns:
+            if card in result.cards:
+                rest = pattern.sub(" ", rest)
+        governance = _GOVERNANCE_WORD.search(rest)
         # "Er det referat fra etatsstyringsmøtet?" asks for a field, not for a classification.
         about_styring = governance or _ALTERNATIVES.search(question) or not result.fields
         result.classify = bool(
@@ -322,6 +349,11 @@ def _text(item: dict[str, Any], key: str, file: str) -> str:
     return " ".join(value.split())
 
 
+def _optional_text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return " ".join(value.split()) if isinstance(value, str) and value.strip() else None
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -357,6 +389,7 @@ def _term(item: dict[str, Any], file: str) -> Term:
         expansion=(item.get("expansion") or None),
         aliases=_strings(item.get("aliases")),
         english=_strings(item.get("english")),
+        definition_en=_optional_text(item, "definition_en"),
     )
 
 
@@ -378,6 +411,7 @@ def _card(item: dict[str, Any]) -> Card:
             field_name,
             _text(value, "text", ROLES_FILE),
             _cites(value.get("cite"), ROLES_FILE, f" «{name}: {field_name}»"),
+            _optional_text(value, "text_en"),
         )
     governance = item.get("governance")
     return Card(
@@ -388,4 +422,5 @@ def _card(item: dict[str, Any]) -> Card:
         aliases=_strings(item.get("aliases")),
         english=_strings(item.get("english")),
         fields=fields,
+        name_en=_optional_text(item, "name_en"),
     )

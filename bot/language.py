@@ -1,8 +1,13 @@
-"""Tell Norwegian bokmål from English in a user's question, so the answer can follow the user."""
+"""The user's language: tell English from Norwegian in a question, so the answer can follow the
+user, and find the Norwegian words the documents use for an English question's words."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
+from pathlib import Path
+
+LEXICON_PATH = Path(__file__).with_name("lexicon") / "en-nb.tsv"
 
 _WORD = re.compile(r"[a-zæøåéü]+")
 
@@ -143,3 +148,57 @@ def detect(text: str) -> str:
     if any(ch in text.lower() for ch in "æøå"):
         norwegian += 1
     return "en" if english > norwegian else "nb"
+
+
+class Lexicon:
+    """English words and phrases → the Norwegian words the documents use for them.
+
+    Searches Norwegian documents with an English question: "How many employees …" also searches
+    for "ansatte" and "medarbeidere". Longest phrase first ("chain of command" before "command").
+    """
+
+    MAX_PHRASE = 4
+
+    def __init__(self, entries: dict[str, tuple[str, ...]]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, path: Path) -> Lexicon:
+        entries: dict[str, tuple[str, ...]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if not line.strip() or line.startswith("#") or "\t" not in line:
+                    continue
+                english, norwegian = line.split("\t", 1)
+                words = tuple(w.strip() for w in norwegian.split(",") if w.strip())
+                if english.strip() and words:
+                    entries[" ".join(english.lower().split())] = words
+        return cls(entries)
+
+    @staticmethod
+    @cache
+    def bundled() -> Lexicon:
+        return Lexicon.load(LEXICON_PATH)
+
+    def translate(self, text: str) -> str:
+        """The Norwegian words for the English words and phrases of `text`, once each."""
+        return self.read(text)[0]
+
+    def read(self, text: str) -> tuple[str, str]:
+        """(the Norwegian words for the English words and phrases of `text`, the words it has no
+        entry for)."""
+        tokens = _WORD.findall(text.lower())
+        found: list[str] = []
+        missing: list[str] = []
+        i = 0
+        while i < len(tokens):
+            for size in range(min(self.MAX_PHRASE, len(tokens) - i), 0, -1):
+                words = self.entries.get(" ".join(tokens[i : i + size]))
+                if words:
+                    found.extend(w for w in words if w not in found)
+                    i += size
+                    break
+            else:
+                missing.append(tokens[i])
+                i += 1
+        return " ".join(found), " ".join(missing)

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bot.guide import Cite, Criterion, Guide, GuideMatch
-from bot.language import detect as detect_language
+from bot.guide import Card, Cite, Criterion, Guide, GuideMatch
+from bot.language import Lexicon
+from bot.query import AnswerType, FollowUpContext, QueryPlan, Speller
+from bot.query import plan as make_plan
+from bot.reader import Reader, ReaderModel, count_focus
 from ingest.embeddings import Embedder
 from ingest.lexical import Analyzer
 from ingest.model import Chunk
@@ -35,6 +38,13 @@ class Ranking:
     rrf_k: int = 60
     expand: bool = True  # search with the glossary's Norwegian terms for abbreviations/English
     pin: bool = True  # put the passages the role guide cites for this question first
+    # English questions: the lexicon's Norwegian words join the lexical search (and the dense
+    # one when `translate_dense`).
+    translate: bool = True
+    translate_dense: bool = False
+    # A follow-up: the passages the earlier answer cited get this much of a head start.
+    earlier_weight: float = 1.0
+    spelling: bool = True  # mend misspelt words into the index's own
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class Passage:
     dense: float  # cosine similarity of query and passage
     lexical: float  # BM25 score
     coverage: float  # IDF-weighted share of the query's terms found in the passage
+    sentence: float = 0.0  # cosine of the query with the passage's best-matching sentence
+    pinned: bool = False  # the role guide put it first
 
     @property
     def title(self) -> str:
@@ -76,6 +88,7 @@ class Signals:
 @dataclass
 class SearchResult:
     query: str
+    plan: QueryPlan | None = None
     passages: list[Passage] = field(default_factory=list)
     signals: Signals = field(default_factory=Signals)
     language: str = "nb"
@@ -83,8 +96,13 @@ class SearchResult:
     guide: GuideMatch = field(default_factory=GuideMatch)
     pinned: int = 0  # how many of the first passages the role guide put there
     guide_cites: list[tuple[Cite, str]] = field(default_factory=list)  # (quote, chunk id)
+    # Every located quote of the named cards' fields: (card, field name, quote, chunk id).
+    card_quotes: list[tuple[Card, str, Cite, str]] = field(default_factory=list)
     criteria: list[Criterion] = field(default_factory=list)  # for a classification question
     analyzer: Analyzer | None = None
+    query_vector: np.ndarray | None = None
+    expansion: str = ""  # Norwegian words searched with the question (glossary, lexicon)
+    focus: str = ""  # what a "hvor mange …?" question counts, in the documents' language
 
 
 class Retriever:
@@ -96,6 +114,7 @@ class Retriever:
         embedder: Embedder,
         ranking: Ranking | None = None,
         guide: Guide | None = None,
+        lexicon: Lexicon | None = None,
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -112,29 +131,51 @@ class Retriever:
                 df[term] = df.get(term, 0) + 1
         self._idf = {t: float(np.log(1 + (n - d + 0.5) / (d + 0.5))) for t, d in df.items()}
         self._unseen_idf = float(np.log(1 + (n + 0.5) / 0.5))
+        self.lexicon = lexicon if lexicon is not None else Lexicon.bundled()
+        counts = index.lexical.counts
+        self.speller = Speller(counts) if counts else None
+
+    def reader(self, model: ReaderModel) -> Reader:
+        """The answer reader over this index, with the same words and weights as the search."""
+        return Reader(self.index, self.analyzer, self._idf, self._unseen_idf, model)
 
     def locate(self, cite: Cite) -> int | None:
         """Position of the indexed passage that holds a quote of the role guide, if any."""
         return self._cite_positions.get(cite)
 
-    def search(self, query: str, k: int = 5, follow_up: str | None = None) -> SearchResult:
-        """Rank passages for `query`; with `follow_up`, `query` is the earlier question(s) and
-        the follow-up together, and the guide reads the follow-up for what is asked now."""
-        context = query.strip()
-        follow_up = follow_up.strip() if follow_up else None
-        query = f"{context} {follow_up}" if follow_up else context
-        language = detect_language(query)
-        if not query or not self.index.chunks:
-            return SearchResult(query, language=language)
+    def plan(self, question: str, context: FollowUpContext | None = None) -> QueryPlan:
+        """Read a question for searching: language, nynorsk, spelling, answer type."""
+        speller = self.speller if self.ranking.spelling else None
+        return make_plan(question, speller, context)
+
+    def search(self, query: str | QueryPlan, k: int = 5) -> SearchResult:
+        """Rank passages for a question (or its plan; a follow-up's plan carries the earlier
+        turn's topic, which is searched with it, and the guide reads the follow-up for what is
+        asked now)."""
+        plan = query if isinstance(query, QueryPlan) else self.plan(query)
+        language = plan.language
+        text = plan.search_text.strip()
+        if not text or not self.index.chunks:
+            return SearchResult(plan.question, plan, language=language)
         ranking = self.ranking
-        match = (
-            self.guide.match_follow_up(context, follow_up) if follow_up else self.guide.match(query)
+        if plan.context and plan.context.topic:
+            match = self.guide.match_follow_up(plan.context.topic, plan.text)
+        else:
+            match = self.guide.match(plan.text)
+        expansion = match.expansion if ranking.expand else ""
+        translation = untranslated = ""
+        if language == "en" and ranking.translate:
+            translation, untranslated = self.lexicon.read(text)
+        dense_text = " ".join(
+            part
+            for part in (text, expansion, translation if ranking.translate_dense else "")
+            if part
         )
-        search_text = f"{query} {match.expansion}" if ranking.expand and match.expansion else query
-        query_vector = self.embedder.embed_query(search_text)
+        lexical_text_ = " ".join(part for part in (text, expansion, translation) if part)
+        query_vector = self.embedder.embed_query(dense_text)
         dense = self.index.dense(query_vector, ranking.candidates)
         sentence_scores = self.index.sentence_scores(query_vector)
-        lexical_scores = self.index.lexical.scores(search_text)
+        lexical_scores = self.index.lexical.scores(lexical_text_)
         order = np.argsort(-lexical_scores, kind="stable")[: ranking.candidates]
         lexical = [(int(i), float(lexical_scores[i])) for i in order if lexical_scores[i] > 0]
         lexical_weight = (
@@ -149,6 +190,11 @@ class Retriever:
             fused = _score_fusion(
                 dense, lexical, lexical_weight, sentences, ranking.sentence_weight
             )
+        if plan.context and plan.context.cited and ranking.earlier_weight:
+            for chunk_id in plan.context.cited:
+                position = self.index.position(chunk_id)
+                if position is not None and position in fused:
+                    fused[position] += ranking.earlier_weight
 
         ranked = sorted(fused, key=lambda position: -fused[position])
         # The passage the guide leans on most for this question first, then by relevance.
@@ -159,7 +205,10 @@ class Retriever:
         ranked = ranked[: max(k, 3)]
 
         dense_by_position = dict(dense)
-        query_terms = set(self.analyzer.terms(search_text))
+        # Single words and compound parts: a word pair the index lacks says little about a topic.
+        # An English question is weighed by its Norwegian words, and the words without one.
+        weighed = " ".join((translation, expansion, untranslated)) if translation else lexical_text_
+        query_terms = {t for t in self.analyzer.terms(weighed) if "_" not in t}
         passages = [
             Passage(
                 chunk=self.index.chunks[position],
@@ -167,6 +216,8 @@ class Retriever:
                 dense=dense_by_position.get(position, 0.0),
                 lexical=float(lexical_scores[position]),
                 coverage=self._coverage(query_terms, position),
+                sentence=float(sentence_scores[position]) if sentence_scores is not None else 0.0,
+                pinned=position in pins,
             )
             for position in ranked
         ]
@@ -177,7 +228,8 @@ class Retriever:
             english=language == "en",
         )
         return SearchResult(
-            query,
+            plan.question,
+            plan,
             passages[:k],
             signals,
             language,
@@ -185,9 +237,21 @@ class Retriever:
             guide=match,
             pinned=min(len(pinned), k),
             guide_cites=[(cite, self.index.chunks[p].id) for cite, p in cites],
+            card_quotes=self._card_quotes(match),
             criteria=self.guide.criteria if match.classify else [],
             analyzer=self.analyzer,
+            query_vector=query_vector,
+            expansion=" ".join(part for part in (expansion, translation) if part),
+            focus=self._focus(plan),
         )
+
+    def _focus(self, plan: QueryPlan) -> str:
+        if plan.answer_type is not AnswerType.COUNT:
+            return ""
+        word = count_focus(plan.text) or ""
+        if word and plan.language == "en":
+            return self.lexicon.translate(word) or word
+        return word
 
     def _cites(self, match: GuideMatch) -> list[tuple[Cite, int]]:
         """The role guide's quotes for what this question asks, with the passages holding them."""
@@ -207,6 +271,20 @@ class Retriever:
                         cites.extend(card.fields[name].cites)
         located = [(cite, self.locate(cite)) for cite in cites]
         return [(cite, p) for cite, p in located if p is not None]
+
+    def _card_quotes(self, match: GuideMatch) -> list[tuple[Card, str, Cite, str]]:
+        """The quotes of every field of the cards a question names (the reader may find that
+        another field than the one the cue words point to answers it)."""
+        if match.classify or match.definition is not None:
+            return []
+        found = []
+        for card in match.cards:
+            for name, card_field in card.fields.items():
+                for cite in card_field.cites:
+                    position = self.locate(cite)
+                    if position is not None:
+                        found.append((card, name, cite, self.index.chunks[position].id))
+        return found
 
     def _weights(self, query_terms: set[str]) -> dict[str, float]:
         return {t: self._idf.get(t, self._unseen_idf) for t in query_terms}

@@ -188,6 +188,11 @@ class LexicalIndex:
                 json.dumps(dict(self._counts), ensure_ascii=False), encoding="utf-8"
             )
 
+    @property
+    def counts(self) -> Counter[str] | None:
+        """How often each word of the corpus occurs (None for an index without compounds)."""
+        return self._counts
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk, in index order."""
         return self.scores_for_terms(self.analyzer.terms(query))

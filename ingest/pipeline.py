@@ -21,7 +21,7 @@ from ingest.embeddings import Embedder, EmbedderSpec
 from ingest.loaders import LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
-from ingest.split import sentence_texts, split_pages
+from ingest.split import sentence_texts, sentence_units, split_pages
 from ingest.store import (
     FileRecord,
     IndexState,
@@ -35,7 +35,7 @@ from ingest.store import (
 )
 
 # Bump when loading, cleaning or chunking changes what a file turns into: every file is redone.
-PIPELINE_VERSION = "2"  # 2: sentence vectors, compound-aware lexical index
+PIPELINE_VERSION = "3"  # 2: sentence vectors, compound-aware lexical index; 3: whole sentences
 EMBED_BATCH = 16
 
 
@@ -354,6 +354,12 @@ def _embed_sentences(
     found: dict[str, np.ndarray] = {}
     if old is not None and not rebuild:
         found = read_sentence_vectors(data_dir, old, [c.id for c in kept_chunks])
+        # Vectors split another way than today's sentences are embedded again.
+        found = {
+            c.id: found[c.id]
+            for c in kept_chunks
+            if c.id in found and len(found[c.id]) == len(sentence_units(c))
+        }
     todo = [c for c in kept_chunks if c.id not in found] + new_chunks
     texts = [(c.id, t) for c in todo for t in sentence_texts(c)]
     parts: dict[str, list[np.ndarray]] = {}

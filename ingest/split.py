@@ -132,18 +132,73 @@ def _merge_small(pieces: list[str]) -> list[str]:
     return merged
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[«\"(]?[A-ZÆØÅ0-9•])|\n+")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[«\"(]?[A-ZÆØÅ0-9•])")
+_BULLET = re.compile(r"^\s*(?:[•●▪◦·\-–+*o]\s|[•●▪◦·]|\d{1,2}[.)]\s)")
+_CARRIES_ON = re.compile(r"[,/\-–+&(]$|\b(og|eller|i|av|til|for|med|på|om|som|at|den|det|en|et)$")
+_LIST_NUMBER = re.compile(r"^\d{1,2}[.)]$")
+# A full stop that does not end a sentence: a list number or a common abbreviation.
+_OPEN_END = re.compile(
+    r"(^|\s)(\d{1,2}|nr|jf|ca|bl\.a|f\.eks|dvs|mv|evt|osv|pkt|kap|ref|mht|iht|vs)\.$",
+    re.IGNORECASE,
+)
 MIN_SENTENCE_WORDS = 2
 
 
+def lines(text: str) -> list[str]:
+    """The passage's lines, with a line the source broke mid-sentence joined to the next one:
+    "Fra BYR:" + "ledergruppe/utvalgte medarbeidere." is one line, a new bullet never is."""
+    joined: list[str] = []
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line:
+            if joined and joined[-1]:
+                joined.append("")  # a blank line ends whatever came before
+            continue
+        if joined and not joined[-1] and len(joined) > 1:
+            above = joined[-2]
+            if _LIST_NUMBER.match(above) or _CARRIES_ON.search(above):
+                joined.pop()  # "1." or "… og" above a blank line runs on into the next line
+        previous = joined[-1] if joined else ""
+        first = next((ch for ch in line if ch.isalnum()), "")
+        continues = (
+            bool(previous)
+            and not _BULLET.match(line)
+            and (
+                first.islower()
+                or line[0] == "("
+                or bool(_CARRIES_ON.search(previous))
+                or bool(_LIST_NUMBER.match(previous))
+            )
+        )
+        if continues:
+            joined[-1] = f"{previous} {line}"
+        else:
+            joined.append(line)
+    return [line for line in joined if line]
+
+
 def sentences(text: str) -> list[str]:
-    """The sentences, bullets and lines of a passage, as they stand."""
-    parts = [p.strip(" •–-") for p in _SENTENCE_SPLIT.split(text)]
-    return [p for p in parts if any(ch.isalnum() for ch in p)]
+    """The sentences and bullets of a passage, as they stand: whole, never cut mid-sentence."""
+    found = []
+    for line in lines(text):
+        parts: list[str] = []
+        for part in _SENTENCE_SPLIT.split(line):
+            if parts and _OPEN_END.search(parts[-1]):
+                parts[-1] = f"{parts[-1]} {part}"  # "1. Innledning", "Byrådssak nr. 1", "jf. KMD"
+            else:
+                parts.append(part)
+        for part in parts:
+            part = part.strip(" •●▪◦·–-")
+            if any(ch.isalnum() for ch in part):
+                found.append(part)
+    return found
+
+
+def sentence_units(chunk: Chunk) -> list[str]:
+    """The sentences of a chunk that get a vector of their own (one-word lines do not)."""
+    return [s for s in sentences(chunk.text) if len(s.split()) >= MIN_SENTENCE_WORDS]
 
 
 def sentence_texts(chunk: Chunk) -> list[str]:
     """What the embedder sees of each sentence: the document title travels with it."""
-    return [
-        f"{chunk.title}: {s}" for s in sentences(chunk.text) if len(s.split()) >= MIN_SENTENCE_WORDS
-    ]
+    return [f"{chunk.title}: {s}" for s in sentence_units(chunk)]

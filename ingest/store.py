@@ -20,6 +20,7 @@ import numpy as np
 
 from ingest.lexical import WORDS_FILE, LexicalIndex
 from ingest.model import Chunk
+from ingest.split import sentence_units
 
 STATE_FILE = "index.json"
 SENTENCES_FILE = "sentences.npz"
@@ -169,15 +170,24 @@ def write_generation(
 def _write_sentences(
     folder: Path, chunks: list[Chunk], sentence_vectors: dict[str, np.ndarray], dim: int
 ) -> None:
+    """Each chunk's sentence vectors, with the sentence each row stands for."""
     owners: list[str] = []
+    texts: list[str] = []
     rows: list[np.ndarray] = []
     for chunk in chunks:
         block = sentence_vectors.get(chunk.id)
-        if block is not None and len(block):
+        units = sentence_units(chunk)
+        if block is not None and len(block) and len(block) == len(units):
             owners.extend([chunk.id] * len(block))
+            texts.extend(units)
             rows.append(np.asarray(block, dtype=np.float32))
     matrix = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
-    np.savez(folder / SENTENCES_FILE, vectors=matrix, owners=np.array(owners, dtype=str))
+    np.savez(
+        folder / SENTENCES_FILE,
+        vectors=matrix,
+        owners=np.array(owners, dtype=str),
+        texts=np.array(texts, dtype=str),
+    )
 
 
 def read_sentence_vectors(
@@ -248,6 +258,9 @@ class Index:
         self._position = {c.id: i for i, c in enumerate(chunks)}
         self._sentences: np.ndarray | None = None
         self._sentence_owner: np.ndarray | None = None
+        # Row numbers (into the sentence matrix) of each chunk's sentences, and their texts.
+        self.sentence_rows: list[list[int]] = [[] for _ in chunks]
+        self.sentence_texts: list[str] = []
 
     def load_sentences(self, folder: Path) -> None:
         path = folder / SENTENCES_FILE
@@ -255,9 +268,46 @@ class Index:
             return  # built before sentence vectors were stored: the chunk vectors alone serve
         with np.load(path) as data:
             owners = [self._position.get(o, -1) for o in data["owners"].tolist()]
-            keep = np.array([o >= 0 for o in owners], dtype=bool)
-            self._sentences = np.asarray(data["vectors"], dtype=np.float32)[keep]
-            self._sentence_owner = np.array(owners, dtype=np.int64)[keep]
+            vectors = np.asarray(data["vectors"], dtype=np.float32)
+            texts = data["texts"].tolist() if "texts" in data.files else None
+        if texts is None:
+            texts = self._sentence_texts_of_old_index(owners)
+        keep = np.array(
+            [o >= 0 and t is not None for o, t in zip(owners, texts, strict=True)], dtype=bool
+        )
+        self._sentences = vectors[keep] if len(vectors) else vectors
+        self._sentence_owner = np.array(owners, dtype=np.int64)[keep]
+        self.sentence_texts = [t for t, k in zip(texts, keep.tolist(), strict=True) if k]
+        self.sentence_rows = [[] for _ in self.chunks]
+        for row, owner in enumerate(self._sentence_owner.tolist()):
+            self.sentence_rows[owner].append(row)
+
+    def _sentence_texts_of_old_index(self, owners: list[int]) -> list[str | None]:
+        """An index written before sentence texts were stored: today's sentence split, where it
+        gives a chunk as many sentences as it has vectors (else that chunk's rows are left out)."""
+        counts: dict[int, int] = {}
+        for owner in owners:
+            counts[owner] = counts.get(owner, 0) + 1
+        units = {
+            owner: sentence_units(self.chunks[owner])
+            for owner in counts
+            if owner >= 0 and len(sentence_units(self.chunks[owner])) == counts[owner]
+        }
+        seen: dict[int, int] = {}
+        texts: list[str | None] = []
+        for owner in owners:
+            found = units.get(owner)
+            texts.append(found[seen.get(owner, 0)] if found else None)
+            seen[owner] = seen.get(owner, 0) + 1
+        return texts
+
+    def position(self, chunk_id: str) -> int | None:
+        return self._position.get(chunk_id)
+
+    def sentence_vectors(self, rows: list[int]) -> np.ndarray | None:
+        if self._sentences is None or not rows:
+            return None
+        return self._sentences[rows]
 
     def sentence_scores(self, query_vector: np.ndarray) -> np.ndarray | None:
         """For each chunk, the best cosine of the query with one of its sentences (-1: none)."""

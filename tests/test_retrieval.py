@@ -98,8 +98,8 @@ def test_a_follow_up_question_searches_with_the_previous_one(seed_engine) -> Non
     assert is_follow_up("og hvem skriver referatet?")
     assert not is_follow_up("Hva står MRS for?")
     assert follow_up.question == "og hvem skriver referatet?"
-    # The follow-up is searched together with the question it follows.
-    assert "etatsstyringsmøtet" in turn.search_text and "referatet" in turn.search_text
+    # The follow-up is searched with the topic of the question it follows.
+    assert turn.context is not None and turn.context.topic == "Etatsstyringsmøte"
     assert any("utkast skrives av byrådsavdelingen" in p.text for p in follow_up.passages[:3])
     # The role guide answers what the follow-up asks (the minutes), not the first question.
     assert follow_up.guide_lines and "Referat" in follow_up.guide_lines[0]

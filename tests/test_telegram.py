@@ -626,7 +626,8 @@ def test_markup_in_questions_is_shown_as_text_never_as_markup(service, settings)
         seen["answered"] = await user.ask(f"{QUESTION} <script>alert('x')</script> & <b>")
 
     fake = run_bot(service, settings, scenario)
-    assert seen["hostile"] == seen["script"] == NO_ANSWER["nb"]
+    assert seen["hostile"].startswith(NO_ANSWER["nb"])
+    assert seen["script"].startswith(NO_ANSWER["nb"])
     assert "kommunaldirektør" in visible_text(seen["answered"].text)
     assert all("<script" not in m.text for m in fake.called("sendMessage"))
 

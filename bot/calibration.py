@@ -1,0 +1,257 @@
+"""Fitting the answer reader and the abstention rule on labelled questions (`styringsbot
+calibrate`).
+
+The reader learns from labelled *sentences*: every sentence the reader considers for an answerable
+question is positive when it holds one of the question's expected phrases (or the phrase runs
+through it), negative otherwise. The abstention rule is fitted afterwards on what the fitted reader
+and retrieval report for every question, answerable and out of scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.abstention import FEATURES as ABSTENTION_FEATURES
+from bot.abstention import AbstentionModel
+from bot.abstention import fit as fit_abstention
+from bot.answer import signals_for
+from bot.engine import Engine
+from bot.query import FollowUpContext
+from bot.reader import FEATURES, ReaderModel, Reading
+from bot.retrieval import SearchResult
+from ingest.clean import fold as normalize
+
+EVAL_K = 10
+
+
+class CalibrationError(ValueError):
+    """The labelled questions cannot fit a rule (one kind of example only)."""
+
+
+@dataclass
+class Example:
+    """One labelled question: asked alone, or as the follow-up of `first`."""
+
+    id: str
+    question: str
+    expect_any: list[str]
+    abstain: bool
+    first: str | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Example:
+        if "follow_up" in item:
+            return cls(
+                str(item.get("id", "")),
+                item["follow_up"],
+                item.get("expect_any", []),
+                bool(item.get("abstain", False)),
+                first=item["first"],
+            )
+        return cls(
+            str(item.get("id", "")),
+            item["question"],
+            item.get("expect_any", []),
+            bool(item.get("abstain", False)),
+        )
+
+
+@dataclass
+class Observed:
+    """What the engine makes of one example: its search result and the reader's view."""
+
+    example: Example
+    result: SearchResult
+    reading: Reading
+    context: FollowUpContext | None = None
+    labels: list[bool] = field(default_factory=list)  # per candidate, in reading order
+
+
+def context_for(engine: Engine, example: Example, k: int = EVAL_K) -> FollowUpContext | None:
+    """For a follow-up, the context its first question leaves (as the conversation keeps it)."""
+    if example.first is None:
+        return None
+    return engine.ask(example.first, k=k).follow_up_context()
+
+
+def observe(engine: Engine, example: Example, k: int = EVAL_K) -> Observed:
+    context = context_for(engine, example, k)
+    plan = engine.retriever.plan(example.question, context)
+    result = engine.retriever.search(plan, k=k)
+    reading = engine.reader.read(result)
+    labels = [holds(c.lead, example.expect_any) for c in reading.candidates]
+    return Observed(example, result, reading, context, labels)
+
+
+def holds(lead: str, expect_any: list[str]) -> bool:
+    """Whether a lead, as quoted, holds one of the expected phrases (the eval's lead hit; line
+    breaks the lead marks with " / " count as white space)."""
+    text = normalize(lead.replace(" / ", " "))
+    return any(normalize(phrase) in text for phrase in expect_any if phrase.strip())
+
+
+def fit_reader(
+    observed: list[Observed], embedder: str, fitted_on: str, c: float = 1.0
+) -> ReaderModel:
+    """Logistic regression over the candidates of the answerable examples."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rows, labels = [], []
+    for item in observed:
+        if item.example.abstain or not item.example.expect_any:
+            continue
+        for candidate, label in zip(item.reading.candidates, item.labels, strict=True):
+            rows.append([candidate.features[f] for f in FEATURES])
+            labels.append(label)
+    if not any(labels) or all(labels):
+        raise CalibrationError("the reader needs sentences that answer and sentences that do not")
+    x = np.array(rows, dtype=float)
+    y = np.array(labels, dtype=int)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model.fit((x - mean) / scale, y)
+    return ReaderModel(
+        embedder=embedder,
+        mean=[round(float(v), 6) for v in mean],
+        scale=[round(float(v), 6) for v in scale],
+        coef=[round(float(v), 6) for v in model.coef_[0]],
+        intercept=round(float(model.intercept_[0]), 6),
+        fitted_on=fitted_on,
+    )
+
+
+def abstention_signals(engine: Engine, observed: list[Observed]) -> list[dict[str, float]]:
+    """The abstention signals of every example, read again with the engine's current reader."""
+    from bot.answer import _fields_read, _guide_answers
+
+    signals = []
+    for item in observed:
+        reading = engine.reader.read(item.result)
+        guided = bool(_fields_read(item.result, reading)) or (
+            item.result.pinned > 0 and _guide_answers(item.result)
+        )
+        signals.append(signals_for(item.result, reading, guided))
+    return signals
+
+
+@dataclass
+class Calibration:
+    reader: ReaderModel
+    abstention: AbstentionModel
+    observed: list[Observed]
+    misread: list[str]  # answerable examples whose best sentence holds no expected phrase
+    wrong_abstention: list[str]  # examples the fitted rule decides wrongly
+    cross_validated: dict[str, float] = field(default_factory=dict)
+
+
+FALSE_ABSTENTION = 0.05  # the share of answerable questions the rule may turn away, held out
+FOLDS = 5
+
+
+def calibrate(
+    engine: Engine,
+    items: list[dict[str, Any]],
+    fitted_on: str,
+    reader_c: float = 1.0,
+    abstention_c: float = 1.0,
+    false_abstention: float = FALSE_ABSTENTION,
+    folds: int = FOLDS,
+) -> Calibration:
+    """Fit the reader, then the abstention rule on the fitted reader's signals; the engine keeps
+    both (so what follows measures the new fit). The threshold is the highest at which the
+    rule, cross-validated over the examples, turns away at most `false_abstention` of the
+    answerable ones."""
+    examples = [Example.from_item(item) for item in items]
+    observed = [observe(engine, example) for example in examples]
+    answerable = [not item.example.abstain for item in observed]
+    if len(set(answerable)) < 2:
+        raise CalibrationError("abstention needs answerable and out-of-scope questions")
+    held_out, lead_hits = _cross_validate(
+        engine, observed, fitted_on, reader_c, abstention_c, folds
+    )
+    threshold = _threshold(held_out, answerable, false_abstention)
+
+    reader = fit_reader(observed, engine.embedder.id, fitted_on, reader_c)
+    engine.reader.model = reader
+    signals = abstention_signals(engine, observed)
+    abstention = fit_abstention(
+        signals, answerable, engine.embedder.id, fitted_on, c=abstention_c, threshold=threshold
+    )
+    engine.answerer.abstention = abstention
+    misread = []
+    for item in observed:
+        if item.example.abstain:
+            continue
+        best = engine.reader.read(item.result).best
+        if best is None or not holds(best.lead, item.example.expect_any):
+            misread.append(item.example.id)
+    wrong = [
+        item.example.id
+        for item, s, y in zip(observed, signals, answerable, strict=True)
+        if abstention.abstains(s) == y
+    ]
+    n_answerable = sum(answerable)
+    n_out = len(answerable) - n_answerable
+    cross = {
+        "threshold": threshold,
+        "lead_hit": lead_hits / n_answerable if n_answerable else 0.0,
+        "false_abstention": sum(
+            p < threshold for p, y in zip(held_out, answerable, strict=True) if y
+        )
+        / n_answerable,
+        "abstention_recall": sum(
+            p < threshold for p, y in zip(held_out, answerable, strict=True) if not y
+        )
+        / n_out,
+    }
+    return Calibration(reader, abstention, observed, misread, wrong, cross)
+
+
+def _cross_validate(
+    engine: Engine,
+    observed: list[Observed],
+    fitted_on: str,
+    reader_c: float,
+    abstention_c: float,
+    folds: int,
+) -> tuple[list[float], int]:
+    """Held-out answer probabilities of every example, and how many answerable examples the
+    held-out reader leads with an expected phrase."""
+    probabilities = [0.0] * len(observed)
+    lead_hits = 0
+    for fold in range(folds):
+        train = [o for i, o in enumerate(observed) if i % folds != fold]
+        answerable = [not o.example.abstain for o in train]
+        if len(set(answerable)) < 2:
+            continue
+        engine.reader.model = fit_reader(train, engine.embedder.id, fitted_on, reader_c)
+        train_signals = abstention_signals(engine, train)
+        rule = fit_abstention(
+            train_signals, answerable, engine.embedder.id, fitted_on, c=abstention_c
+        )
+        test = [(i, o) for i, o in enumerate(observed) if i % folds == fold]
+        for (i, item), signals in zip(
+            test, abstention_signals(engine, [o for _, o in test]), strict=True
+        ):
+            probabilities[i] = rule.probability(signals)
+            if not item.example.abstain:
+                best = engine.reader.read(item.result).best
+                lead_hits += bool(best and holds(best.lead, item.example.expect_any))
+    return probabilities, lead_hits
+
+
+def _threshold(probabilities: list[float], answerable: list[bool], limit: float) -> float:
+    """The highest threshold (of 0.05, 0.10 … 0.50) turning away at most `limit` of the
+    answerable examples."""
+    scores = [p for p, y in zip(probabilities, answerable, strict=True) if y]
+    for step in range(10, 0, -1):
+        threshold = step / 20
+        if sum(p < threshold for p in scores) <= limit * len(scores):
+            return threshold
+    return 0.05
+
+
+__all__ = ["ABSTENTION_FEATURES", "Calibration", "Example", "calibrate", "holds"]

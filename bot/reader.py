@@ -1,0 +1,444 @@
+"""The answer reader: which sentence of the top passages answers *this* question.
+
+Retrieval ranks passages by topic; a slide about the etatsstyringsmøte holds who leads it, how often
+it meets and what its minutes say. The reader scores each sentence and bullet of the first passages
+for answering the question: its own vector against the question, the question's words in it
+(IDF-weighted), its passage's rank, and whether it holds what the question asks for (the answer
+type: a role for "hvem", a number for "hvor mange", a frequency for "hvor ofte" …). The weights are
+fitted on labelled sentences (`styringsbot calibrate`), not set by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from bot.query import AnswerType, QueryPlan
+from ingest.clean import fold as normalize
+from ingest.lexical import Analyzer
+from ingest.split import lines as split_lines
+from ingest.split import sentences as split_sentences
+
+READ_PASSAGES = 5  # the reader looks for the answer in this many of the first passages
+SUPPORTED = 0.5  # a typed sentence holding this share of the question's words fully supports it
+DEFAULT_PATH = Path(__file__).with_name("fitted") / "reader.json"
+FITTED_NAME = "reader.json"
+
+FEATURES = (
+    "cos",  # cosine of the sentence's vector with the question's
+    "cos_gap",  # … minus the best such cosine among the candidates
+    "overlap",  # IDF-weighted share of the question's words in the sentence
+    "overlap_context",  # … in the sentence together with its passage's heading
+    "lead_overlap",  # … in the lead as quoted (the sentence with the list it introduces)
+    "listing",  # the lead quotes a list after the sentence
+    "phrase",  # share of the question's word pairs the sentence has
+    "rank",  # 1 / (passage rank)
+    "passage_gap",  # the passage's fused score minus the best passage's
+    "type_match",  # holds what the question asks for (0–1), for questions with a clear type
+    "type_missing",  # a question with a clear type, and the sentence lacks it
+    "guide",  # the role guide quotes this sentence for what the question asks
+    "card",  # the role guide quotes it for another field of a meeting form or document named
+    "earlier",  # the passage the earlier answer cited (follow-ups)
+    "heading",  # a bare heading or label, not a statement
+    "question",  # the sentence is itself a question
+    "length",  # log of its number of words
+)
+
+# Types whose answer has a recognisable form (a name, a number, a frequency, a date, a role).
+TYPED = {
+    AnswerType.PERSON,
+    AnswerType.WHO,
+    AnswerType.AMOUNT,
+    AnswerType.COUNT,
+    AnswerType.FREQUENCY,
+    AnswerType.DATE,
+}
+
+# "en"/"ett" are also the indefinite article, "flere" says nothing of how many: left out.
+_NUMBER_WORDS = (
+    r"én|to|tre|fire|fem|seks|sju|syv|åtte|ni|ti|elleve|tolv|femten|tjue|tretti|førti"
+    r"|femti|hundre|tusen|million|millioner|milliard|milliarder|halvparten|dobbelt"
+)
+_DIGIT = re.compile(r"\d")
+_YEAR = re.compile(r"\b(19[5-9]\d|20[0-4]\d)\b")
+_COUNT = re.compile(rf"(?<![\d.])\d+(?![\d.]*\d{{3}}\b)|\b({_NUMBER_WORDS})\b", re.IGNORECASE)
+_AMOUNT = re.compile(
+    r"\d[\d  .,]*\s*(kr\b|kroner|mill|mrd|milliard|nok\b|prosent|%)|\b(kr|nok)\.?\s*\d",
+    re.IGNORECASE,
+)
+_FREQUENCY = re.compile(
+    r"\b(månedlig\w*|ukentlig\w*|årlig\w*|daglig\w*|kvartalsvis|halvårlig\w*|i året|per år"
+    r"|pr\.? år|i måneden|per måned|hver(t|e)?|ganger?|oftere|sjeldnere|annethvert|jevnlig\w*"
+    r"|løpende|fortløpende|ved behov|møtehyppighet|frekvens|hyppighet|regelmessig\w*)\b",
+    re.IGNORECASE,
+)
+_DATE = re.compile(
+    r"\b(19[5-9]\d|20[0-4]\d|januar|februar|mars|april|mai|juni|juli|august|september|oktober"
+    r"|november|desember|våren|høsten|sommeren|vinteren|forkant|etterkant|frist\w*|dato"
+    r"|tidspunkt\w*)\b|\d{1,2}\.\s?(\d{1,2}|[a-zæøå]+)\b"
+    rf"|\b(\d+|{_NUMBER_WORDS}) (år|måneder|måned|uker|uke|dager|dag|timer)\b",
+    re.IGNORECASE,
+)
+_ROLE = re.compile(
+    r"\b\w*(leder|ledere|lederen|lederne|ledelse|ledelsen|sjef|sjefen|direktør|direktøren"
+    r"|sekretær|byråd|byråden|byrådet|avdeling|avdelingen|avdelingene|etat|etaten|etatene"
+    r"|virksomhet|virksomheten|virksomhetene|medarbeider|medarbeidere|ansatte|politiker"
+    r"|politikere|ledergruppe|ledergrupper|departement|departementet|bydel|bydeler|bydelene"
+    r"|utvalg|styret|rådgiver|rådgivere|innbyggere|innbyggerne|deltakere|toppledere)\b"
+    r"|\b(BYR|UKE|BLK|SOL|KD|PL|POL|KMD|DFØ|EHA|EHS)\b",
+    re.IGNORECASE,
+)
+_PERSON = re.compile(r"\b[A-ZÆØÅ][a-zæøåé]+(?:-[A-ZÆØÅ][a-zæøåé]+)?\s+[A-ZÆØÅ][a-zæøåé]{2,}\b")
+_PURPOSE = re.compile(
+    r"\b(formål\w*|for å|bidra\w* til|slik at|hensikt\w*|målet|mål om|skal sikre|sikre|sikrer"
+    r"|ønske om|styrke|skal gi|for at)\b",
+    re.IGNORECASE,
+)
+_DEFINES = re.compile(
+    r"\b(er|betyr|innebærer|handler om|defineres|favner|omfatter|står for|dvs|kjennetegn\w*"
+    r"|basert på|består av|knyttet til)\b|:",
+    re.IGNORECASE,
+)
+_RULE = re.compile(
+    r"\b(skal|må|bør|kan|ikke|lov|alltid|aldri|ingen|krav|plikt\w*|forutsetter|anbefaler"
+    r"|vurderes|avhengig)\b",
+    re.IGNORECASE,
+)
+_HOW = re.compile(
+    r"\b(ved å|gjennom|slik|bygges|skjer|gjøres|ved at|basert på|i samspill|i dialog)\b",
+    re.IGNORECASE,
+)
+
+
+def type_match(kind: AnswerType, sentence: str, focus: set[str] | None = None) -> float:
+    """How well a sentence has the form the question's answer takes (0–1)."""
+    if kind is AnswerType.PERSON:
+        return 1.0 if _PERSON.search(sentence) else 0.3 if _ROLE.search(sentence) else 0.0
+    if kind is AnswerType.WHO:
+        return 1.0 if _ROLE.search(sentence) or _PERSON.search(sentence) else 0.0
+    if kind is AnswerType.AMOUNT:
+        return 1.0 if _AMOUNT.search(sentence) else 0.2 if _DIGIT.search(sentence) else 0.0
+    if kind is AnswerType.COUNT:
+        without_years = _YEAR.sub(" ", sentence)
+        if not _COUNT.search(without_years):
+            return 0.0
+        return 1.0 if focus is None or focus & _stems(sentence) else 0.5
+    if kind is AnswerType.FREQUENCY:
+        return 1.0 if _FREQUENCY.search(sentence) else 0.0
+    if kind is AnswerType.DATE:
+        return 1.0 if _DATE.search(sentence) else 0.0
+    if kind is AnswerType.PURPOSE:
+        return 1.0 if _PURPOSE.search(sentence) else 0.0
+    if kind is AnswerType.DEFINITION:
+        return 1.0 if _DEFINES.search(sentence) else 0.0
+    if kind is AnswerType.RULE:
+        return 1.0 if _RULE.search(sentence) else 0.0
+    if kind is AnswerType.HOW:
+        return 1.0 if _HOW.search(sentence) else 0.5
+    return 0.5
+
+
+def _stems(text: str) -> set[str]:
+    from ingest.lexical import tokenize
+
+    return set(tokenize(text))
+
+
+_FOCUS_AFTER = re.compile(
+    r"\b(?:hvor mange|antall(?:et)?(?: på| av)?|how many|number of)\s+(\w+)", re.IGNORECASE
+)
+
+
+def count_focus(text: str) -> str | None:
+    """The thing a "hvor mange …?" question counts ("ansatte" in "hvor mange ansatte")."""
+    match = _FOCUS_AFTER.search(text)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence of one of the first passages, with why it may answer the question."""
+
+    passage: int  # its passage's position in the ranked list
+    text: str  # the sentence
+    lead: str  # how it is quoted as a lead (see `leads`)
+    features: dict[str, float]
+    score: float  # estimated probability that it answers the question
+
+
+@dataclass
+class Reading:
+    """The reader's view of one question: its candidate sentences, best first."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def type_support(self) -> float:
+        """Whether a sentence about the question holds the asked-for answer type: the best
+        type match among the candidates, weighed by how much of the question's words the sentence
+        and its heading hold (1 when the question asks for no particular type)."""
+        if not self.candidates:
+            return 0.0
+        if not any(c.features["type_match"] or c.features["type_missing"] for c in self.candidates):
+            return 1.0
+        return max(
+            c.features["type_match"] * min(1.0, c.features["overlap_context"] / SUPPORTED)
+            for c in self.candidates
+        )
+
+    def coverage(self) -> float:
+        """How much of the question the best sentence and its heading hold."""
+        return self.candidates[0].features["overlap_context"] if self.candidates else 0.0
+
+
+@dataclass(frozen=True)
+class ReaderModel:
+    """Logistic weights over FEATURES, standardized; stored as JSON like the abstention rule."""
+
+    embedder: str
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    fitted_on: str = ""
+    features: tuple[str, ...] = FEATURES
+
+    def score(self, values: list[float]) -> float:
+        z = self.intercept
+        for x, m, s, w in zip(values, self.mean, self.scale, self.coef, strict=True):
+            z += w * (x - m) / (s or 1.0)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+
+    @classmethod
+    def neutral(cls, embedder: str) -> ReaderModel:
+        """Before any fit: the sentence closest to the question in words and meaning."""
+        weights = {"cos_gap": 1.0, "overlap": 1.0, "rank": 0.5}
+        return cls(
+            embedder,
+            mean=[0.0] * len(FEATURES),
+            scale=[1.0] * len(FEATURES),
+            coef=[weights.get(f, 0.0) for f in FEATURES],
+            intercept=0.0,
+            fitted_on="none",
+        )
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["features"] = list(self.features)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> ReaderModel:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["features"] = tuple(data.get("features", FEATURES))
+        return cls(**data)
+
+    @classmethod
+    def for_index(cls, data_dir: Path, embedder_id: str) -> ReaderModel:
+        """A fit for this index in the data dir, else the shipped one. Another embedder's
+        cosines live on another scale: the shipped fit then leaves the cosine out."""
+        fitted = data_dir / FITTED_NAME
+        if fitted.exists():
+            model = cls.load(fitted)
+            if model.embedder == embedder_id and model.features == FEATURES:
+                return model
+        if not DEFAULT_PATH.exists():
+            return cls.neutral(embedder_id)
+        default = cls.load(DEFAULT_PATH)
+        if default.features != FEATURES:
+            return cls.neutral(embedder_id)  # fitted for other features: refit with calibrate
+        if default.embedder == embedder_id:
+            return default
+        coef = [0.0 if name == "cos" else w for name, w in zip(FEATURES, default.coef, strict=True)]
+        return ReaderModel(
+            embedder_id, default.mean, default.scale, coef, default.intercept, "cosine left out"
+        )
+
+
+class Reader:
+    """Scores the sentences of the first passages for answering a question."""
+
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        index,
+        analyzer: Analyzer,
+        idf: dict[str, float],
+        unseen_idf: float,
+        model: ReaderModel,
+    ) -> None:
+        self.index = index
+        self.analyzer = analyzer
+        self.idf = idf
+        self.unseen_idf = unseen_idf
+        self.model = model
+        self._terms = lru_cache(maxsize=50_000)(self._sentence_terms)
+        self._leads = lru_cache(maxsize=5_000)(_passage_leads)
+
+    def _sentence_terms(self, text: str) -> frozenset[str]:
+        return frozenset(t for t in self.analyzer.terms(text) if "_" not in t)
+
+    def _pairs(self, text: str) -> set[str]:
+        return {t for t in self.analyzer.terms(text) if "_" in t}
+
+    def read(self, result) -> Reading:  # type: ignore[no-untyped-def]
+        """Candidates from the first READ_PASSAGES passages of a search result, best first."""
+        passages = result.passages[:READ_PASSAGES]
+        plan: QueryPlan | None = result.plan
+        if not passages or plan is None:
+            return Reading()
+        query_vector = result.query_vector
+        guide_quotes = [normalize(cite.quote) for cite, _ in result.guide_cites]
+        card_quotes = [normalize(cite.quote) for _, _, cite, _ in result.card_quotes]
+        asked = f"{plan.search_text} {result.expansion}".strip()
+        query_terms = {t for t in self.analyzer.terms(asked) if "_" not in t}
+        weights = {t: self.idf.get(t, self.unseen_idf) for t in query_terms}
+        total = sum(weights.values()) or 1.0
+        question_pairs = self._pairs(plan.search_text)
+        focus = set(self.analyzer.terms(result.focus)) if result.focus else None
+        typed = plan.answer_type in TYPED
+        earlier = set(plan.context.cited) if plan.context else set()
+        best_score = passages[0].score
+
+        raw: list[tuple[int, str, float]] = []
+        for rank, passage in enumerate(passages):
+            position = self.index.position(passage.chunk.id)
+            rows = self.index.sentence_rows[position] if position is not None else []
+            texts = [self.index.sentence_texts[r] for r in rows]
+            cosines: list[float | None] = [None] * len(texts)
+            if rows and query_vector is not None:
+                vectors = self.index.sentence_vectors(rows)
+                if vectors is not None:
+                    cosines = [float(v) for v in vectors @ query_vector]
+            if not texts:  # no stored sentences: read the passage's own
+                texts = [s for s in split_sentences(passage.text) if len(s.split()) >= 2]
+                cosines = [None] * len(texts)
+            for text, cosine in zip(texts, cosines, strict=True):
+                raw.append((rank, text, cosine if cosine is not None else passage.dense))
+        top_cos = max(c for _, _, c in raw)
+
+        candidates = []
+        # A fact (a role, a number, a date …) is one statement: a list is quoted only for the
+        # other questions ("Hva kjennetegner …?", "Hvilke …?").
+        lists = not typed
+        quoted = [self._leads(p.chunk.id, p.text, lists) for p in passages]
+        for rank, text, cosine in raw:
+            passage = passages[rank]
+            lead = quoted[rank].get(normalize(text), text)
+            terms = self._terms(text)
+            context_terms = terms | self._terms(passage.chunk.heading or "")
+            overlap = sum(w for t, w in weights.items() if t in terms) / total
+            overlap_context = sum(w for t, w in weights.items() if t in context_terms) / total
+            lead_terms = self._terms(lead) if lead != text else terms
+            lead_overlap = sum(w for t, w in weights.items() if t in lead_terms) / total
+            pairs = self._pairs(text)
+            phrase = len(question_pairs & pairs) / len(question_pairs) if question_pairs else 0.0
+            match = type_match(plan.answer_type, text, focus)
+            if lead != text:  # a list it introduces holds the answer less directly
+                match = max(match, 0.5 * type_match(plan.answer_type, lead, focus))
+            folded = normalize(text)
+            n_words = len(text.split())
+            features = {
+                "cos": cosine,
+                "cos_gap": cosine - top_cos,
+                "overlap": overlap,
+                "overlap_context": overlap_context,
+                "lead_overlap": lead_overlap,
+                "listing": float(" / " in lead[len(text) :]),
+                "phrase": phrase,
+                "rank": 1.0 / (rank + 1),
+                "passage_gap": max(passage.score - best_score, -5.0),
+                "type_match": match if typed else 0.0,
+                "type_missing": float(typed and match < 1.0),
+                "guide": float(_quoted(folded, guide_quotes)),
+                "card": float(_quoted(folded, card_quotes)),
+                "earlier": float(passage.chunk.id in earlier),
+                "heading": float(_is_heading(text, passage.chunk.heading)),
+                "question": float(text.rstrip().endswith("?")),
+                "length": math.log(max(n_words, 1)),
+            }
+            score = self.model.score([features[f] for f in FEATURES])
+            candidates.append(Candidate(rank, text, lead, features, score))
+        candidates.sort(key=lambda c: (-c.score, c.passage))
+        return Reading(candidates)
+
+
+def _quoted(sentence: str, quotes: list[str]) -> bool:
+    """Whether a (normalized) sentence lies in one of the (normalized) quotes, or holds one."""
+    return any(sentence in quote or (len(quote) >= 20 and quote in sentence) for quote in quotes)
+
+
+def _passage_leads(_chunk_id: str, text: str, lists: bool) -> dict[str, str]:
+    return leads(text, lists=lists)
+
+
+def _is_heading(text: str, heading: str | None) -> bool:
+    stripped = text.strip().rstrip(":")
+    if heading and normalize(stripped) == normalize(heading):
+        return True
+    return len(text.split()) <= 4 and not text.rstrip().endswith((".", "!", "?"))
+
+
+LEAD_CHARS = 320  # a lead longer than this takes no more sentences or list items
+SHORT_LEAD = 60  # a sentence shorter than this takes the rest of its line along
+LIST_ITEMS = 6
+_LIST_ITEM = re.compile(r"^\s*(?:[•●▪◦·\-–+*o]\s|[•●▪◦·]|\d{1,2}[.)]\s)")
+
+
+def leads(passage_text: str, limit: int = LEAD_CHARS, lists: bool = True) -> dict[str, str]:
+    """Each sentence of a passage (normalized) → its lead as quoted: the sentence, with the rest
+    of its line when the sentence is short ("Ledes av kommunaldirektør." + "Fra BYR: …"), or the
+    list it introduces when it is a label or ends in a colon ("3 overordnede forutsetninger for
+    MRS:" + its bullets; not with `lists` off). Whole sentences and list items only, never a cut
+    fragment; line breaks in the source show as " / "."""
+    lines = split_lines(passage_text)
+    found: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        parts = split_sentences(line)
+        for j, part in enumerate(parts):
+            quote = part
+            k = j + 1
+            while k < len(parts) and len(quote) < SHORT_LEAD and len(quote) + len(parts[k]) < limit:
+                quote = f"{quote} {parts[k]}"
+                k += 1
+            if lists and k >= len(parts) and _introduces(line, quote):
+                items = _list_after(lines[i + 1 :], limit - len(quote))
+                if items:
+                    quote = " / ".join([quote, *items])
+            found.setdefault(normalize(part), quote)
+    return found
+
+
+def _introduces(line: str, quote: str) -> bool:
+    """A line that a list follows: it ends in a colon, or it is a bare label ("Formål") that is
+    not itself an item of a list."""
+    if quote.rstrip().endswith(":"):
+        return True
+    if _LIST_ITEM.match(line):
+        return False
+    stripped = line.strip(" •●▪◦·–-")
+    return len(stripped.split()) <= 8 and not stripped.endswith((".", "!", "?", ";", ","))
+
+
+def _list_after(following: list[str], budget: int) -> list[str]:
+    """The items of the list that starts at `following`: bullets, or short lines."""
+    items: list[str] = []
+    bullets = bool(following) and bool(_LIST_ITEM.match(following[0]))
+    for line in following:
+        if bullets != bool(_LIST_ITEM.match(line)):
+            break
+        item = line.strip(" •●▪◦·–-")
+        if item.endswith("?") or (not bullets and len(item.split()) > 12):
+            break
+        if not item or sum(len(x) + 3 for x in items) + len(item) + 3 > budget:
+            break
+        items.append(item)
+        if len(items) == LIST_ITEMS:
+            break
+    return items

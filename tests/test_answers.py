@@ -1,0 +1,430 @@
+"""The answer step on the real seed index: query plan, answer reader, answer-type abstention,
+follow-ups, the user's language, `explain`, `eval` with lead hit and pairs, and `calibrate`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SEED_KNOWLEDGE, console_script, make_settings, subprocess_env
+
+from bot.answer import NO_ANSWER, years_covered
+from bot.conversation import ConversationService
+from bot.query import AnswerType, from_nynorsk, plan
+from bot.reader import FEATURES, ReaderModel, leads, type_match
+from ingest.clean import fold
+from ingest.split import lines, sentences
+
+# ---------------------------------------------------------------------------------------------
+# Query plan: answer type, nynorsk, spelling
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Hvem leder etatsstyringsmøtet?", AnswerType.WHO),
+        ("Hvem er møteleder på etatsstyringsmøtene?", AnswerType.WHO),
+        ("Hvem er byråd for finans i dag?", AnswerType.PERSON),
+        ("Who is the director of UKE?", AnswerType.PERSON),
+        ("Hvor mange ansatte har Oslo kommune?", AnswerType.COUNT),
+        ("How many employees does Oslo kommune have?", AnswerType.COUNT),
+        ("Hva kostet topplederprogrammet?", AnswerType.AMOUNT),
+        ("Hvor ofte holdes kontaktmøter?", AnswerType.FREQUENCY),
+        ("Når på året sendes tildelingsbrevet?", AnswerType.DATE),
+        ("Siden når har Oslo hatt parlamentarisme?", AnswerType.DATE),
+        ("Hvorfor er tillit viktig?", AnswerType.PURPOSE),
+        ("Hva er formålet med instruksen?", AnswerType.PURPOSE),
+        ("Hva er et oppdragsbrev?", AnswerType.DEFINITION),
+        ("Kan etaten spille inn saker når kommunaldirektøren møter den?", AnswerType.RULE),
+        ("Er referatet offentlig?", AnswerType.RULE),
+        ("Should the minutes list names?", AnswerType.RULE),
+        ("Hvordan bygges prososial motivasjon?", AnswerType.HOW),
+    ],
+)
+def test_answer_type(question: str, kind: AnswerType) -> None:
+    assert plan(question).answer_type is kind
+
+
+def test_nynorsk_question_words_read_as_bokmal() -> None:
+    assert from_nynorsk("Kven leiar etatsstyringsmøta?") == "Hvem leder etatsstyringsmøtene?"
+    assert from_nynorsk("Kor ofte er verksemdsstyring ikkje nok?") == (
+        "Hvor ofte er virksomhetsstyring ikke nok?"
+    )
+    nynorsk = plan("Kva er føremålet med tildelingsbrevet?")
+    assert nynorsk.language == "nb"
+    assert nynorsk.answer_type is AnswerType.PURPOSE
+
+
+def test_plan_reads_time_errands_and_markup() -> None:
+    assert plan("Hvem er byrådsleder nå?").present
+    assert not plan("Hvem leder etatsstyringsmøtet?").present
+    assert plan("Hva kostet programmet i 2022 og 2023?").years == (2022, 2023)
+    assert plan("Hvordan søker jeg på en stilling?").errand
+    assert not plan("Hvordan bygges tillit?").errand
+    assert plan("Hva er <b>MRS</b>?").text == "Hva er MRS ?"
+
+
+def test_misspelt_words_are_mended_to_the_index_words(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    mended = seed_engine.retriever.plan("Hvem leder etatstyringsmøtet?")
+    assert mended.corrections == {"etatstyringsmøtet": "etatsstyringsmøte"}
+    # English words are not Norwegian typos; a known word is never "mended".
+    english = seed_engine.retriever.plan("Is it part of the formal dialogue?")
+    assert english.corrections == {}
+    assert seed_engine.retriever.plan("Hvem leder kontaktmøtene?").corrections == {}
+
+
+def test_a_typo_and_nynorsk_reach_the_role_guide(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    for question in ("Hvem leder etatstyringsmøtet?", "Kven leiar etatsstyringsmøtet?"):
+        answer = seed_engine.ask(question)
+        assert answer.guide_lines, question
+        assert answer.guide_lines[0].startswith("Etatsstyringsmøte – Ledes av"), question
+        assert "Ledes av kommunaldirektør" in answer.lead
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences and leads: whole sentences, never a cut fragment
+
+SLIDE = (
+    "Etatsstyringsmøte\n\n"
+    "Hovedtilnærming er inntil fire møter i året.\n"
+    "• Ledes av kommunaldirektør. Fra BYR:\n"
+    "ledergruppe/utvalgte medarbeidere. Fra virksomheten: etatssjef.\n"
+    "• Sakspapirer fra etat i rimelig tid før møtet\n"
+    "(skop/acos)\n"
+    "3 overordnede forutsetninger for MRS:\n"
+    "• Strategisk styring mot overordnede mål\n"
+    "• Delegering av myndighet\n"
+    "Byrådssak nr. 1 innleder.\n"
+)
+
+
+def test_lines_join_a_sentence_the_source_broke() -> None:
+    assert lines(SLIDE)[2] == (
+        "• Ledes av kommunaldirektør. Fra BYR: ledergruppe/utvalgte medarbeidere. "
+        "Fra virksomheten: etatssjef."
+    )
+    assert "• Sakspapirer fra etat i rimelig tid før møtet (skop/acos)" in lines(SLIDE)
+    assert "Byrådssak nr. 1 innleder." in sentences(SLIDE)  # "nr." ends no sentence
+
+
+def test_leads_are_whole_sentences_with_their_line_or_their_list() -> None:
+    quoted = leads(SLIDE)
+    assert quoted[fold("Ledes av kommunaldirektør.")] == (
+        "Ledes av kommunaldirektør. Fra BYR: ledergruppe/utvalgte medarbeidere."
+    )
+    assert quoted[fold("3 overordnede forutsetninger for MRS:")] == (
+        "3 overordnede forutsetninger for MRS: / Strategisk styring mot overordnede mål / "
+        "Delegering av myndighet"
+    )
+    # A bullet of a list does not quote its siblings.
+    assert quoted[fold("Delegering av myndighet")] == "Delegering av myndighet"
+
+
+def test_every_lead_of_the_seed_corpus_is_made_of_whole_sentences(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    for chunk in seed_engine.index.chunks:
+        whole = sentences(chunk.text)
+        for lead in leads(chunk.text).values():
+            # It starts where a sentence starts and ends where a sentence ends.
+            assert any(lead.startswith(s) for s in whole), (chunk.id, lead)
+            assert any(lead.endswith(s) for s in whole), (chunk.id, lead)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reader
+
+
+def test_type_match_reads_numbers_roles_and_frequencies() -> None:
+    assert type_match(AnswerType.COUNT, "Over 50 000 ansatte", {"ansatt"}) == 1.0
+    assert type_match(AnswerType.COUNT, "En av landets største organisasjoner") == 0.0
+    assert type_match(AnswerType.COUNT, "Kommunal parlamentarisme fra 1986") == 0.0  # a year
+    assert type_match(AnswerType.WHO, "Ledes av kommunaldirektør.") == 1.0
+    assert type_match(AnswerType.PERSON, "Ledes av kommunaldirektør.") < 1.0
+    assert type_match(AnswerType.PERSON, "Byrådsleder Raymond Johansen") == 1.0
+    assert type_match(AnswerType.FREQUENCY, "anbefaler ikke oftere enn månedlig") == 1.0
+    assert type_match(AnswerType.AMOUNT, "Det kostet 2 millioner kroner.") == 1.0
+    assert type_match(AnswerType.AMOUNT, "Tilbudet hadde 6 samlinger.") < 1.0
+
+
+def test_the_reader_quotes_the_sentence_that_answers(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    cases = {
+        "Hvem leder etatsstyringsmøtet?": "ledes av kommunaldirektør",
+        "Hvor ofte bør kontaktmøter med politisk ledelse holdes?": "ikke oftere enn månedlig",
+        "Skal navn på deltakerne stå i referatet fra etatsstyringsmøtet?": "ingen navn",
+        "Hvem skriver utkastet til referat fra etatsstyringsmøtet?": "utkast skrives av",
+    }
+    for question, phrase in cases.items():
+        answer = seed_engine.ask(question)
+        assert not answer.abstained, question
+        assert phrase in fold(answer.lead), (question, answer.lead)
+
+
+def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
+    best = trace.reading.best
+    assert best is not None
+    assert "50 000" in trace.answer.lead
+    assert trace.answer.citations[0].text == trace.result.passages[best.passage].text
+    assert trace.result.passages[0].text != trace.answer.citations[0].text
+
+
+def test_reader_candidates_carry_every_feature(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    reading = seed_engine.trace("Hva er et oppdragsstyringsmøte?").reading
+    assert reading.candidates
+    scores = [c.score for c in reading.candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert all(set(c.features) == set(FEATURES) for c in reading.candidates)
+
+
+# ---------------------------------------------------------------------------------------------
+# Abstention that checks the answer
+
+
+def test_years_covered_reads_ranges() -> None:
+    assert years_covered((2018,), ["Tilbudet 2017–2020 besto av …"])
+    assert years_covered((2019,), ["i perioden 2017-19"])
+    assert not years_covered((2022,), ["Tilbudet 2017–2020", "Budsjett 2021"])
+    assert years_covered((), [])
+
+
+def test_a_near_domain_question_gets_not_in_the_documents_with_related_passages(
+    seed_engine,
+) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Hvem er byråd for finans i dag?")
+    assert answer.abstained
+    assert not answer.citations
+    assert answer.related
+    assert answer.text.startswith(NO_ANSWER["nb"])
+    for passage in answer.related:
+        assert f"«{passage.title}»" in answer.text
+    assert answer.to_dict()["related"][0]["title"] == answer.related[0].title
+
+
+def test_off_domain_questions_abstain_in_both_languages(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    assert seed_engine.ask("Hvordan søker jeg om byggetillatelse i Oslo?").abstained
+    english = seed_engine.ask("How do I renew my passport?")
+    assert english.abstained
+    assert english.text.startswith(NO_ANSWER["en"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Follow-ups
+
+
+@pytest.mark.parametrize(
+    ("first", "follow_up", "phrase"),
+    [
+        ("Hvem leder kontaktmøtene med politisk ledelse?", "og hvor ofte?", "månedlig"),
+        ("Hvem leder etatsstyringsmøtet?", "og hvem skriver referatet?", "utkast skrives av"),
+        ("Hva er et oppdragsstyringsmøte?", "hvem leder det?", "ledes av kommunaldirektør"),
+    ],
+)
+def test_a_follow_up_is_answered_on_what_it_asks(seed_engine, first, follow_up, phrase) -> None:  # type: ignore[no-untyped-def]
+    service = ConversationService(seed_engine)
+    service.ask("chat", first)
+    turn = service.ask("chat", follow_up)
+    assert turn.context is not None
+    assert not turn.answer.abstained
+    assert phrase in fold(turn.answer.lead), turn.answer.lead
+
+
+def test_the_follow_up_context_stays_short_however_long_the_chain(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    service = ConversationService(seed_engine)
+    service.ask("chat", "Hvem leder etatsstyringsmøtet?")
+    for _ in range(6):
+        turn = service.ask("chat", "og hvem skriver referatet?")
+    assert turn.context is not None
+    assert turn.context.topic == "Etatsstyringsmøte"
+    assert len(turn.context.cited) <= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's language
+
+NORWEGIAN_FRAMING = ("Ifølge", "Kilder:", "Se også", "Ledes av:", "Slik skiller", "Jeg finner")
+
+
+def _outside_quotes(text: str) -> str:
+    return re.sub(r"«[^»]*»", "«…»", text)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is a tildelingsbrev?",
+        "Who chairs the agency governance meeting?",
+        "How often should contact meetings with the political leadership be held?",
+        "Is a fagmøte governance?",
+        "What does MRS stand for?",
+        "What did the leadership programme cost in 2022?",
+    ],
+)
+def test_english_questions_get_english_answer_text(seed_engine, question: str) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask(question)
+    assert answer.language == "en"
+    framing = _outside_quotes(answer.text)
+    assert not any(word in framing for word in NORWEGIAN_FRAMING), framing
+    if answer.abstained:
+        assert answer.text.startswith(NO_ANSWER["en"])
+        return
+    assert "Sources:" in framing
+    assert "(quoted in Norwegian)" in framing
+    for line in answer.guide_lines:
+        # The guide's own words are English; Norwegian terms appear glossed in parentheses.
+        assert re.search(r"\b(the|is|are|of|and|stands|in|by|to)\b", _outside_quotes(line)), line
+
+
+def test_english_guide_lines_use_the_english_texts(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Who chairs the agency governance meeting?")
+    assert answer.guide_lines[0].startswith(
+        "Etatsstyringsmøte (agency governance meeting) – Chaired by:"
+    )
+    assert "kommunaldirektør" in answer.lead  # the quote stays as the source wrote it
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: explain, eval with lead hit and pairs, calibrate
+
+
+def _run(tmp_path: Path, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(console_script("styringsbot")), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        env=subprocess_env(
+            STYRINGSBOT_DATA_DIR=str(data), STYRINGSBOT_KNOWLEDGE_DIR=str(SEED_KNOWLEDGE)
+        ),
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def seed_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the seed index, copied from the session's engine for the CLI tests."""
+    from ingest.pipeline import sync
+
+    data = tmp_path_factory.mktemp("answers") / "data"
+    settings = make_settings(data, SEED_KNOWLEDGE)
+    sync(SEED_KNOWLEDGE, data, settings.embedder_spec, progress=False)
+    return data
+
+
+def test_explain_shows_every_stage(tmp_path: Path, seed_data: Path) -> None:
+    result = _run(tmp_path, seed_data, "explain", "Hvem leder etatsstyringsmøtet?")
+    assert result.returncode == 0, result.stderr
+    for stage in ("1. Query plan", "2. Passages", "3. Reader", "4. Abstention", "5. Answer"):
+        assert stage in result.stdout
+    assert "answer type who" in result.stdout
+    assert "Styringsdialogen" in result.stdout
+    data = json.loads(
+        _run(
+            tmp_path,
+            seed_data,
+            "explain",
+            "--json",
+            "og hvor ofte?",
+            "--after",
+            "Hvem leder kontaktmøtene?",
+        ).stdout
+    )
+    assert data["plan"]["follow_up"]["topic"] == "Kontaktmøte"
+    assert data["plan"]["answer_type"] == "frequency"
+    assert {"dense", "sentence", "bm25", "fused"} <= set(data["passages"][0])
+    assert set(data["reader"][0]["features"]) == set(FEATURES)
+    assert data["abstention"]["abstained"] is False
+
+
+def test_eval_reports_lead_hit_and_follow_up_pairs(tmp_path: Path, seed_data: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {
+            "id": "s1",
+            "question": "Hvem leder etatsstyringsmøtet?",
+            "expect_any": ["ledes av kommunaldirektør"],
+            "abstain": False,
+            "lang": "nb",
+        },
+        {
+            "id": "s2",
+            "question": "Hvem er byråd for finans i dag?",
+            "expect_any": [],
+            "abstain": True,
+            "lang": "nb",
+            "near_domain": True,
+        },
+        {
+            "id": "p1",
+            "first": "Hvem leder kontaktmøtene med politisk ledelse?",
+            "follow_up": "og hvor ofte?",
+            "expect_any": ["ikke oftere enn månedlig"],
+        },
+    ]
+    questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    result = _run(tmp_path, seed_data, "eval", str(questions))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"lead hit\s+1\.000", result.stdout), result.stdout
+    assert re.search(r"follow-up pairs\s+1\s", result.stdout), result.stdout
+    assert re.search(r"near-domain oos\s+0\s+-.*1\s+1\.000", result.stdout), result.stdout
+    report = json.loads(_run(tmp_path, seed_data, "eval", "--json", str(questions)).stdout)
+    pair = next(q for q in report["questions"] if q["id"] == "p1")
+    assert pair["follow_up"] and pair["lead_relevant"]
+
+
+def test_calibrate_fits_the_reader_and_the_rule_into_the_data_dir(
+    tmp_path: Path, seed_data: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(seed_data, data)
+    labelled = tmp_path / "labelled.jsonl"
+    fit = Path(__file__).resolve().parent.parent / "benchmarks" / "fit" / "calibration.jsonl"
+    labelled.write_text(fit.read_text(encoding="utf-8"), encoding="utf-8")
+    result = _run(tmp_path, data, "calibrate", str(labelled))
+    assert result.returncode == 0, result.stderr
+    assert "Kryssvalidert: lead hit" in result.stdout
+    reader = ReaderModel.load(data / "reader.json")
+    assert reader.features == FEATURES and reader.fitted_on == "labelled.jsonl"
+    assert np.any(np.array(reader.coef) != 0)
+    rule = json.loads((data / "abstention.json").read_text(encoding="utf-8"))
+    assert 0.05 <= rule["threshold"] <= 0.5
+    # Both are used from then on.
+    from bot.engine import Engine
+
+    engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
+    assert engine.reader.model.fitted_on == "labelled.jsonl"
+    assert engine.answerer.abstention.fitted_on == "labelled.jsonl"
+
+    only_answerable = tmp_path / "answerable.jsonl"
+    only_answerable.write_text(
+        json.dumps({"question": "Hva står MRS for?", "expect_any": ["mål- og resultatstyring"]})
+        + "\n",
+        encoding="utf-8",
+    )
+    refused = _run(tmp_path, data, "calibrate", str(only_answerable))
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr and refused.stderr.startswith("Feil: ")
+
+
+def test_an_index_without_sentence_texts_still_reads_sentences(
+    tmp_path: Path, seed_data: Path
+) -> None:
+    """Indexes written before sentence texts were stored: the texts are split again."""
+    from bot.engine import Engine
+    from ingest.store import SENTENCES_FILE, IndexState
+
+    data = tmp_path / "data"
+    shutil.copytree(seed_data, data)
+    state = IndexState.read(data)
+    assert state is not None
+    path = data / state.lexical_dirname / SENTENCES_FILE
+    with np.load(path) as stored:
+        vectors, owners = stored["vectors"], stored["owners"]
+    np.savez(path, vectors=vectors, owners=owners)
+    engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
+    assert len(engine.index.sentence_texts) == len(vectors)
+    assert "Ledes av kommunaldirektør" in engine.ask("Hvem leder etatsstyringsmøtet?").lead
