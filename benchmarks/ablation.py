@@ -1,12 +1,13 @@
-"""What each retrieval component buys: the eval metrics with components added one by one, and
-with each one taken out of the full system.
+"""What each component buys: the eval metrics with components added one by one, and with each one
+taken out of the full system.
 
 Usage: python benchmarks/ablation.py [FILE.jsonl ...]
-(default: the shared dev set if present, benchmarks/fit/calibration.jsonl and heldout.jsonl)
+(default: the shared dev set if present, and the measure-only sets in benchmarks/measure)
 
 Builds the index first if there is none. Components switched off here are switched off in memory
-only (a plain lexical index is rebuilt from the indexed chunks); the abstention rule is the one
-fitted for the full system.
+only (a plain lexical index is rebuilt from the indexed chunks); the reader and the abstention
+rule are the ones fitted for the full system ("answer reader" off: the unfitted reader, which takes
+the sentence closest to the question in words and meaning).
 """
 
 from __future__ import annotations
@@ -23,20 +24,21 @@ from bot.config import Settings  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.evaluation import read_questions, run  # noqa: E402
 from bot.guide import Guide  # noqa: E402
+from bot.reader import ReaderModel  # noqa: E402
 from bot.retrieval import Ranking, Retriever  # noqa: E402
 from ingest.lexical import LexicalIndex  # noqa: E402
 from ingest.store import lexical_text  # noqa: E402
 
 DEFAULT_SETS = [
     ROOT.parent / "shared" / "eval" / "dev.jsonl",
-    ROOT / "benchmarks" / "fit" / "calibration.jsonl",
-    ROOT / "benchmarks" / "fit" / "heldout.jsonl",
+    ROOT / "benchmarks" / "measure" / "blind-b.jsonl",
+    ROOT / "benchmarks" / "measure" / "blind-c.jsonl",
+    ROOT / "benchmarks" / "measure" / "blind-b-followups.jsonl",
 ]
 
-# name → (compounds, bigrams, Ranking changes, guide on)
 FULL = {"compounds": True, "bigrams": True, "fusion": "score", "sentences": True, "glossary": True,
-        "cards": True}  # fmt: skip
-STEPS = ["compounds", "bigrams", "fusion", "sentences", "glossary", "cards"]
+        "cards": True, "lexicon": True, "spelling": True, "reader": True}  # fmt: skip
+STEPS = list(FULL)
 LABELS = {
     "compounds": "compound splitting (lexical)",
     "bigrams": "neighbouring-word pairs (lexical)",
@@ -44,10 +46,15 @@ LABELS = {
     "sentences": "best-sentence vectors",
     "glossary": "glossary query expansion",
     "cards": "role-guide cards (pinned passages, guided answers)",
+    "lexicon": "English→Norwegian lexicon",
+    "spelling": "spelling and nynorsk mended",
+    "reader": "answer reader (fitted)",
 }
 
 
-def configure(engine: Engine, parts: dict[str, object], lexical: dict, guide: Guide) -> None:
+def configure(
+    engine: Engine, parts: dict[str, object], lexical: dict, guide: Guide, fitted: ReaderModel
+) -> None:
     """Point the engine's retriever at the given component set."""
     key = (bool(parts["compounds"]), bool(parts["bigrams"]))
     if key not in lexical:
@@ -65,11 +72,15 @@ def configure(engine: Engine, parts: dict[str, object], lexical: dict, guide: Gu
         sentence_weight=Ranking().sentence_weight if parts["sentences"] else 0.0,
         expand=bool(parts["glossary"]),
         pin=bool(parts["cards"]),
+        translate=bool(parts["lexicon"]),
+        spelling=bool(parts["spelling"]),
     )
     uses_guide = parts["glossary"] or parts["cards"]
     engine.retriever = Retriever(
         engine.index, engine.embedder, ranking, guide if uses_guide else Guide()
     )
+    model = fitted if parts["reader"] else ReaderModel.neutral(engine.embedder.id)
+    engine.reader = engine.retriever.reader(model)
 
 
 def measure(engine: Engine, sets: dict[str, list[dict]]) -> list[str]:
@@ -77,9 +88,9 @@ def measure(engine: Engine, sets: dict[str, list[dict]]) -> list[str]:
     for questions in sets.values():
         report, _ = run(engine, questions)
         cells.append(
-            f"{report.hit_at_1:.3f} / {report.hit_at_5:.3f} / {report.mrr_at_10:.3f} / "
-            f"{report.cited_hit:.3f} / {report.false_abstention:.2f} / "
-            f"{report.abstention_recall:.2f}"
+            f"{report.hit_at_1:.3f} / {report.hit_at_5:.3f} / {report.cited_hit:.3f} / "
+            f"{report.lead_hit:.3f} / {report.false_abstention:.2f}"
+            + (f" / {report.abstention_recall:.2f}" if report.out_of_scope else "")
         )
     return cells
 
@@ -93,24 +104,25 @@ def main() -> int:
 
     engine = Engine.open(Settings(), build_if_missing=True, progress=False)
     guide = engine.retriever.guide
+    fitted = engine.reader.model
     lexical: dict = {}
-    print("cells: hit@1 / hit@5 / MRR@10 / cited hit / false abstention / abstention recall")
+    print("cells: hit@1 / hit@5 / cited hit / lead hit / false abstention / abstention recall")
     header = "| configuration | " + " | ".join(sets) + " |"
     print(header)
     print("|---" * (len(sets) + 1) + "|")
 
     parts: dict[str, object] = {name: False for name in STEPS}
     parts["fusion"] = "rrf"
-    configure(engine, parts, lexical, guide)
+    configure(engine, parts, lexical, guide, fitted)
     print(f"| spine (issue 2: BM25 + dense, RRF) | {' | '.join(measure(engine, sets))} |")
     for name in STEPS:
         parts[name] = FULL[name]
-        configure(engine, parts, lexical, guide)
+        configure(engine, parts, lexical, guide, fitted)
         print(f"| + {LABELS[name]} | {' | '.join(measure(engine, sets))} |", flush=True)
     for name in STEPS:
         without = dict(FULL)
         without[name] = "rrf" if name == "fusion" else False
-        configure(engine, without, lexical, guide)
+        configure(engine, without, lexical, guide, fitted)
         print(f"| all but {LABELS[name]} | {' | '.join(measure(engine, sets))} |", flush=True)
     return 0
 

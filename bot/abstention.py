@@ -24,6 +24,7 @@ FEATURES = (
     "english",  # English question (its words are not the documents' words)
     "reader_top",  # the reader's estimate that its best sentence answers (logit)
     "type_support",  # a sentence about the question holds the asked-for answer type
+    "type_unsupported",  # it asks for a name, number, date … and no sentence about it has one
     "lead_coverage",  # share of the question's words the best sentence and its heading hold
     "year_missing",  # the question names a year that no passage read covers
     "present",  # the question asks about "today"/"now"; the documents describe a past year

@@ -11,7 +11,7 @@ from typing import Any
 from bot.abstention import AbstentionModel
 from bot.guide import FIELDS, Card, Cite
 from bot.query import FollowUpContext
-from bot.reader import READ_PASSAGES, Candidate, Reading
+from bot.reader import LEAD_CHARS, READ_PASSAGES, TYPED, Candidate, Reading
 from bot.retrieval import Passage, SearchResult
 from ingest.clean import fold as normalize
 
@@ -21,6 +21,9 @@ CITE_MARGIN = 1.0  # a further passage is cited when its fused score is this clo
 SUPPORTING = 0.5  # … or when its best sentence scores at least this share of the lead's
 MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
 MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
+HEDGE = 0.25  # an answer this close above the abstention threshold opens with a caveat
+RUNNER_UP = 0.8  # the lead quotes a second sentence scoring at least this share of the best's
+RUNNERS_UP = 2  # … looking this far down the reader's list
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     confidence: float = 0.0
+    caveat: str = ""  # said first when the documents may not answer this quite (not confident)
     guide_lines: list[str] = field(default_factory=list)  # the role guide's short answer, if any
     related: list[Passage] = field(default_factory=list)  # where to look when it abstained
     topic: str = ""  # what the question was about, for a follow-up to build on
@@ -74,6 +78,7 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
+            "confident": not self.abstained and not self.caveat,
             "lead": self.lead,
             "citations": [
                 {
@@ -106,6 +111,10 @@ NO_ANSWER = {
         "about the governance dialogue, the meeting types (etatsstyringsmøte, fagmøte, "
         "kontaktmøte), allocation letters (tildelingsbrev) or trust-based management."
     ),
+}
+CAVEAT = {
+    "nb": "Jeg er ikke sikker på at dokumentene svarer på akkurat dette; sjekk kilden.",
+    "en": "I am not sure the documents answer exactly this; check the source.",
 }
 RELATED = {
     "nb": "Dette er det nærmeste jeg fant, hvis du vil lese selv:",
@@ -153,7 +162,9 @@ def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[st
     best = reading.best
     top = best.score if best else 0.0
     top = min(max(top, 1e-6), 1 - 1e-6)
-    texts = [p.text for p in result.passages[:5]]
+    # A year the question names must stand where the reader found its best sentences.
+    read = {c.passage for c in reading.candidates[:3]}
+    texts = [p.text for i, p in enumerate(result.passages) if i in read]
     return {
         "dense_top": result.signals.dense_top,
         "coverage_top3": result.signals.coverage_top3,
@@ -161,6 +172,9 @@ def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[st
         "english": float(result.signals.english),
         "reader_top": math.log(top / (1 - top)),
         "type_support": reading.type_support(),
+        "type_unsupported": float(
+            bool(plan) and plan.answer_type in TYPED and reading.type_support() < 0.5
+        ),
         "lead_coverage": reading.coverage(),
         "year_missing": float(bool(plan and not years_covered(plan.years, texts))),
         "present": float(bool(plan and plan.present)),
@@ -183,7 +197,8 @@ class Answerer:
         signals = signals_for(result, reading, guided)
         confidence = self.abstention.probability(signals) if result.passages else 0.0
         topic = _topic(result)
-        if not result.passages or confidence < self.abstention.threshold or not reading.best:
+        unanswerable = not result.passages or not reading.best or _unexpanded(result)
+        if unanswerable or confidence < self.abstention.threshold:
             related = result.passages[:MAX_RELATED]
             return Answer(
                 question=result.query,
@@ -216,14 +231,18 @@ class Answerer:
             for n, p in enumerate(cited, start=1)
         ]
         guide_lines = guide_lead(result, cited, fields) if guided else []
+        caveat = ""
+        if confidence < self.abstention.threshold + HEDGE:
+            caveat = CAVEAT.get(language, CAVEAT["nb"])
         return Answer(
             question=result.query,
-            text=compose(citations, language, guide_lines),
+            text=compose(citations, language, guide_lines, caveat),
             abstained=False,
             language=language,
             citations=citations,
             passages=result.passages,
             confidence=confidence,
+            caveat=caveat,
             guide_lines=guide_lines,
             topic=topic,
             signals=signals,
@@ -245,7 +264,7 @@ class Answerer:
         cited += [p for p in passages if p.chunk.id in holding and p not in cited]
         cited = self._supported(result, reading, cited)
         quotes = _quotes(result, reading, cited)
-        quotes[cited[0].chunk.id] = best.lead
+        quotes[cited[0].chunk.id] = lead_quote(result, reading)
         return cited, quotes
 
     def _read(self, result: SearchResult, reading: Reading) -> tuple[list[Passage], dict[str, str]]:
@@ -254,7 +273,9 @@ class Answerer:
         best = reading.best
         assert best is not None
         cited = self._supported(result, reading, [result.passages[best.passage]])
-        return cited, _quotes(result, reading, cited)
+        quotes = _quotes(result, reading, cited)
+        quotes[cited[0].chunk.id] = lead_quote(result, reading)
+        return cited, quotes
 
     def _supported(
         self, result: SearchResult, reading: Reading, cited: list[Passage]
@@ -317,6 +338,32 @@ def _fields_read(result: SearchResult, reading: Reading) -> list[tuple[Card, str
     return (asked or found)[:1]
 
 
+def lead_quote(result: SearchResult, reading: Reading) -> str:
+    """The lead as quoted: the best sentence, and the runner-up when it stands in the same
+    passage and the reader can barely tell them apart (in the source's order; " … " where the
+    source has text between them). Whole sentences only, and short enough to read at a glance."""
+    best = reading.best
+    assert best is not None
+    quote = best.lead
+    passage = normalize(result.passages[best.passage].text.replace("\n", " "))
+    for runner_up in reading.candidates[1 : RUNNERS_UP + 1]:
+        if runner_up.passage != best.passage or runner_up.score < RUNNER_UP * best.score:
+            continue
+        if normalize(runner_up.text) in normalize(quote) or normalize(quote) in normalize(
+            runner_up.lead
+        ):
+            continue
+        if len(quote) + len(runner_up.lead) > LEAD_CHARS:
+            break
+        first, second = quote, runner_up.lead
+        if passage.find(normalize(second)) < passage.find(normalize(first)):
+            first, second = second, first
+        adjacent = normalize(f"{first} {second}") in passage
+        quote = f"{first} {second}" if adjacent else f"{first} … {second}"
+        break
+    return quote
+
+
 def _quotes(result: SearchResult, reading: Reading, cited: list[Passage]) -> dict[str, str]:
     """Each cited passage's quote: the lead of its best sentence."""
     by_passage = _best_per_passage(reading)
@@ -329,9 +376,12 @@ def _quotes(result: SearchResult, reading: Reading, cited: list[Passage]) -> dic
 
 
 def _best_per_passage(reading: Reading) -> dict[int, Candidate]:
+    """Each passage's best sentence, a statement rather than a bare heading where it has one."""
     best: dict[int, Candidate] = {}
     for candidate in reading.candidates:
-        best.setdefault(candidate.passage, candidate)
+        current = best.get(candidate.passage)
+        if current is None or (current.features["heading"] and not candidate.features["heading"]):
+            best[candidate.passage] = candidate
     return best
 
 
@@ -355,6 +405,12 @@ def _topic(result: SearchResult) -> str:
     analyze = result.analyzer
     kept = [w for w in re.findall(r"\w+", plan.text) if set(analyze.terms(w)) & set(rare)]
     return " ".join(dict.fromkeys(kept))
+
+
+def _unexpanded(result: SearchResult) -> bool:
+    """ "Hva står SOL for?" where the documents never spell SOL out: not in the documents."""
+    term = result.guide.definition
+    return bool(term and result.guide.asks_expansion and not term.expansion)
 
 
 def _guide_answers(result: SearchResult) -> bool:
@@ -435,11 +491,18 @@ def guide_lead(
     return lines
 
 
-def compose(citations: list[Citation], language: str, guide_lines: list[str] | None = None) -> str:
-    """Plain-text answer: the guide's short answer if any, the lead quote, then every source."""
+def compose(
+    citations: list[Citation],
+    language: str,
+    guide_lines: list[str] | None = None,
+    caveat: str = "",
+) -> str:
+    """Plain-text answer: a caveat when unsure, the guide's short answer if any, the lead quote,
+    then every source."""
     according, also, sources = SAYS.get(language, SAYS["nb"])
     lead = citations[0]
-    lines = [*guide_lines, ""] if guide_lines else []
+    lines = [caveat, ""] if caveat else []
+    lines += [*guide_lines, ""] if guide_lines else []
     lines += [
         according.format(where=where(lead.title, lead.location, language)),
         f"«{lead.quote}» [{lead.n}]",

@@ -66,6 +66,7 @@ class Outcome:
     near_domain: bool = False
     follow_up: bool = False
     lead: str = ""
+    confident: bool = False  # answered without a caveat
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Scores:
     lead_hit: float = 0.0
     false_abstention: float = 0.0
     abstention_recall: float = 0.0
+    confident_out_of_scope: float = 0.0  # out-of-scope questions answered without a caveat
 
     @classmethod
     def of(cls, outcomes: list[Outcome]) -> Scores:
@@ -113,6 +115,7 @@ class Scores:
             lead_hit=_share([o.lead_relevant for o in answerable]),
             false_abstention=_share([o.abstained for o in answerable]),
             abstention_recall=_share([o.abstained for o in out_of_scope]),
+            confident_out_of_scope=_share([o.confident for o in out_of_scope]),
         )
 
 
@@ -128,6 +131,7 @@ class Report:
     lead_hit: float
     false_abstention: float
     abstention_recall: float
+    confident_out_of_scope: float
     latency_p50_ms: float
     latency_p95_ms: float
     groups: dict[str, Scores] = field(default_factory=dict)  # by language, pairs, near-domain
@@ -144,6 +148,7 @@ class Report:
             ("lead hit", f"{self.lead_hit:.3f}"),
             ("false abstention", f"{self.false_abstention:.3f}"),
             ("abstention recall", f"{self.abstention_recall:.3f}"),
+            ("out of scope, answered confidently", f"{self.confident_out_of_scope:.3f}"),
             ("latency p50 (ms)", f"{self.latency_p50_ms:.1f}"),
             ("latency p95 (ms)", f"{self.latency_p95_ms:.1f}"),
         ]
@@ -226,6 +231,7 @@ def run(engine: Engine, questions: list[dict[str, Any]]) -> tuple[Report, list[O
                 near_domain=bool(item.get("abstain") and item.get("near_domain", False)),
                 follow_up=bool(item.get("first")),
                 lead=answer.lead,
+                confident=not answer.abstained and not answer.caveat,
             )
         )
     overall = Scores.of(outcomes)

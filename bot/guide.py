@@ -75,6 +75,11 @@ _GOVERNANCE_WORD = re.compile(
     r"\bsteering\b|\binstructions?\b|\bsignals?\b",
     re.IGNORECASE,
 )
+_EXPANSION = re.compile(
+    r"\bstår\b.*\bfor\b|\bstands? for\b|\bforkortelse|\babbreviat|\bshort for\b"
+    r"|\bspell(ed)? out\b|\bbetyr (forkortelsen|bokstavene)",
+    re.IGNORECASE,
+)
 _ALTERNATIVES = re.compile(r"\beller\b|\bor\b|\bhva nå\b|\bwhat now\b", re.IGNORECASE)
 
 
@@ -153,6 +158,7 @@ class GuideMatch:
     cards: list[Card] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)  # card fields the question asks about
     definition: Term | None = None  # "Hva står MRS for?": the question is this term
+    asks_expansion: bool = False  # … and asks what the abbreviation stands for
     classify: bool = False  # "Er dette et fagmøte eller styring?"
     expansion: str = ""  # Norwegian words to search with, in addition to the question
 
@@ -253,6 +259,7 @@ class Guide:
                     names.append(term.expansion)
                 if any(_same_name(rest, name) for name in names):
                     result.definition = term
+                    result.asks_expansion = bool(_EXPANSION.search(question))
                     break
         words = []
         for term in result.terms:

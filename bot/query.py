@@ -201,6 +201,11 @@ _PRESENT = re.compile(
     re.IGNORECASE,
 )
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-4]\d)\b")
+_DAY = re.compile(
+    r"\bpå året\b|\bmåned|\bdato|\bdag(en)?\b|\buke|\btidspunkt|\bfrist|\bdeadline|\bmonth"
+    r"|\bdate\b|\btime of (the )?year\b|\bwhat day\b",
+    re.IGNORECASE,
+)
 # "Hvordan søker jeg …?", "How do I appeal …?": a personal errand. The documents describe roles
 # and principles of governance, not procedures for one's own case.
 _ERRAND = re.compile(
@@ -230,6 +235,7 @@ class QueryPlan:
     answer_type: AnswerType
     present: bool = False  # asks about "today"/"now"
     errand: bool = False  # asks how to do something for oneself ("hvordan søker jeg …")
+    day: bool = False  # a date question asking for a time of year or a day, not a year
     years: tuple[int, ...] = ()  # years the question names
     corrections: dict[str, str] = field(default_factory=dict)  # misspelt word → mended
     context: FollowUpContext | None = None
@@ -292,6 +298,7 @@ def plan(
         answer_type=answer_type(text),
         present=bool(_PRESENT.search(text)),
         errand=bool(_ERRAND.search(text)),
+        day=bool(_DAY.search(text)),
         years=tuple(sorted({int(y) for y in _YEAR.findall(text)})),
         corrections=corrections,
         context=context,

@@ -24,7 +24,7 @@ from ingest.split import lines as split_lines
 from ingest.split import sentences as split_sentences
 
 READ_PASSAGES = 5  # the reader looks for the answer in this many of the first passages
-SUPPORTED = 0.5  # a typed sentence holding this share of the question's words fully supports it
+ANCHORS = 3  # a typed answer must stand beside one of the question's this many rarest words
 DEFAULT_PATH = Path(__file__).with_name("fitted") / "reader.json"
 FITTED_NAME = "reader.json"
 
@@ -114,8 +114,11 @@ _HOW = re.compile(
 )
 
 
-def type_match(kind: AnswerType, sentence: str, focus: set[str] | None = None) -> float:
-    """How well a sentence has the form the question's answer takes (0–1)."""
+def type_match(
+    kind: AnswerType, sentence: str, focus: set[str] | None = None, day: bool = False
+) -> float:
+    """How well a sentence has the form the question's answer takes (0–1). `focus`: what a
+    count counts; `day`: a date question asks for a time of year, not a year."""
     if kind is AnswerType.PERSON:
         return 1.0 if _PERSON.search(sentence) else 0.3 if _ROLE.search(sentence) else 0.0
     if kind is AnswerType.WHO:
@@ -130,7 +133,10 @@ def type_match(kind: AnswerType, sentence: str, focus: set[str] | None = None) -
     if kind is AnswerType.FREQUENCY:
         return 1.0 if _FREQUENCY.search(sentence) else 0.0
     if kind is AnswerType.DATE:
-        return 1.0 if _DATE.search(sentence) else 0.0
+        found = [m.group(0) for m in _DATE.finditer(sentence)]
+        if day:
+            found = [f for f in found if not _YEAR.fullmatch(f)]
+        return 1.0 if found else 0.0
     if kind is AnswerType.PURPOSE:
         return 1.0 if _PURPOSE.search(sentence) else 0.0
     if kind is AnswerType.DEFINITION:
@@ -168,6 +174,7 @@ class Candidate:
     lead: str  # how it is quoted as a lead (see `leads`)
     features: dict[str, float]
     score: float  # estimated probability that it answers the question
+    anchored: bool = True  # it (or its heading) holds one of the question's rarest known words
 
 
 @dataclass
@@ -181,17 +188,15 @@ class Reading:
         return self.candidates[0] if self.candidates else None
 
     def type_support(self) -> float:
-        """Whether a sentence about the question holds the asked-for answer type: the best
-        type match among the candidates, weighed by how much of the question's words the sentence
-        and its heading hold (1 when the question asks for no particular type)."""
+        """Whether a sentence about the question holds the asked-for answer type: the best type
+        match among the candidates that hold (with their heading) one of the question's rarest
+        words — "hvor ofte holdes strategimøter?" is not answered by how often kontaktmøter are
+        held (1 when the question asks for no particular type)."""
         if not self.candidates:
             return 0.0
         if not any(c.features["type_match"] or c.features["type_missing"] for c in self.candidates):
             return 1.0
-        return max(
-            c.features["type_match"] * min(1.0, c.features["overlap_context"] / SUPPORTED)
-            for c in self.candidates
-        )
+        return max(c.features["type_match"] * c.anchored for c in self.candidates)
 
     def coverage(self) -> float:
         """How much of the question the best sentence and its heading hold."""
@@ -280,6 +285,7 @@ class Reader:
         self.model = model
         self._terms = lru_cache(maxsize=50_000)(self._sentence_terms)
         self._leads = lru_cache(maxsize=5_000)(_passage_leads)
+        self._sections = lru_cache(maxsize=5_000)(_passage_sections)
 
     def _sentence_terms(self, text: str) -> frozenset[str]:
         return frozenset(t for t in self.analyzer.terms(text) if "_" not in t)
@@ -301,6 +307,8 @@ class Reader:
         weights = {t: self.idf.get(t, self.unseen_idf) for t in query_terms}
         total = sum(weights.values()) or 1.0
         question_pairs = self._pairs(plan.search_text)
+        known = sorted((t for t in query_terms if t in self.idf), key=lambda t: -self.idf[t])
+        anchors = set(known[:ANCHORS])
         focus = set(self.analyzer.terms(result.focus)) if result.focus else None
         typed = plan.answer_type in TYPED
         earlier = set(plan.context.cited) if plan.context else set()
@@ -328,6 +336,7 @@ class Reader:
         # other questions ("Hva kjennetegner …?", "Hvilke …?").
         lists = not typed
         quoted = [self._leads(p.chunk.id, p.text, lists) for p in passages]
+        labels = [self._sections(p.chunk.id, p.text) for p in passages]
         for rank, text, cosine in raw:
             passage = passages[rank]
             lead = quoted[rank].get(normalize(text), text)
@@ -339,9 +348,9 @@ class Reader:
             lead_overlap = sum(w for t, w in weights.items() if t in lead_terms) / total
             pairs = self._pairs(text)
             phrase = len(question_pairs & pairs) / len(question_pairs) if question_pairs else 0.0
-            match = type_match(plan.answer_type, text, focus)
+            match = type_match(plan.answer_type, text, focus, plan.day)
             if lead != text:  # a list it introduces holds the answer less directly
-                match = max(match, 0.5 * type_match(plan.answer_type, lead, focus))
+                match = max(match, 0.5 * type_match(plan.answer_type, lead, focus, plan.day))
             folded = normalize(text)
             n_words = len(text.split())
             features = {
@@ -364,7 +373,12 @@ class Reader:
                 "length": math.log(max(n_words, 1)),
             }
             score = self.model.score([features[f] for f in FEATURES])
-            candidates.append(Candidate(rank, text, lead, features, score))
+            # The topic may be named by the label line above the sentence, or the guide may
+            # quote the sentence for what is asked.
+            label = labels[rank].get(folded, "")
+            around = context_terms | lead_terms | (self._terms(label) if label else frozenset())
+            anchored = not anchors or bool(anchors & around) or bool(features["guide"])
+            candidates.append(Candidate(rank, text, lead, features, score, anchored))
         candidates.sort(key=lambda c: (-c.score, c.passage))
         return Reading(candidates)
 
@@ -376,6 +390,10 @@ def _quoted(sentence: str, quotes: list[str]) -> bool:
 
 def _passage_leads(_chunk_id: str, text: str, lists: bool) -> dict[str, str]:
     return leads(text, lists=lists)
+
+
+def _passage_sections(_chunk_id: str, text: str) -> dict[str, str]:
+    return sections(text)
 
 
 def _is_heading(text: str, heading: str | None) -> bool:
@@ -412,6 +430,22 @@ def leads(passage_text: str, limit: int = LEAD_CHARS, lists: bool = True) -> dic
                 if items:
                     quote = " / ".join([quote, *items])
             found.setdefault(normalize(part), quote)
+    return found
+
+
+def sections(passage_text: str) -> dict[str, str]:
+    """Each sentence of a passage (normalized) → the label line above it inside the passage
+    ("Kontaktmøter – møter med POL" over its bullets); sentences before any label are left out."""
+    found: dict[str, str] = {}
+    label = ""
+    for line in split_lines(passage_text):
+        stripped = line.strip(" •●▪◦·–-")
+        if not _LIST_ITEM.match(line) and _introduces(line, stripped):
+            label = stripped
+            continue
+        if label:
+            for part in split_sentences(line):
+                found.setdefault(normalize(part), label)
     return found
 
 

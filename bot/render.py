@@ -162,7 +162,7 @@ def telegram_answer(answer: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
         return pack_blocks([(answer.text, _as_is)], limit)
     labels = LABELS.get(answer.language, LABELS["nb"])
     lead, others = answer.citations[0], answer.citations[1:]
-    blocks: list[Block] = []
+    blocks: list[Block] = [(answer.caveat, _italic)] if answer.caveat else []
     for header, lines in _sections(answer.guide_lines):
         if header:  # e.g. the criteria of a decision aid: folded, as they are long on a phone
             blocks += [(header, _bold), ("\n".join(lines), _quote)]
@@ -284,6 +284,8 @@ def teams_card(answer: Answer, turn_id: str) -> dict[str, Any]:
         body.append(_runs(answer.text))
     else:
         lead = answer.citations[0]
+        if answer.caveat:
+            body.append(_runs((answer.caveat, {"italic": True})))
         for i, (header, lines) in enumerate(_sections(answer.guide_lines)):
             if header is None:
                 body += [_runs(line) for line in lines]

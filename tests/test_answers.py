@@ -428,3 +428,22 @@ def test_an_index_without_sentence_texts_still_reads_sentences(
     engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
     assert len(engine.index.sentence_texts) == len(vectors)
     assert "Ledes av kommunaldirektør" in engine.ask("Hvem leder etatsstyringsmøtet?").lead
+
+
+def test_an_unsure_answer_opens_with_a_caveat_in_every_rendering(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from bot import render
+    from bot.answer import CAVEAT, compose
+
+    sure = seed_engine.ask("Hvem leder etatsstyringsmøtet?")
+    assert not sure.caveat and sure.to_dict()["confident"] is True
+    caveat = CAVEAT["nb"]
+    unsure = replace(
+        sure, caveat=caveat, text=compose(sure.citations, "nb", sure.guide_lines, caveat)
+    )
+    assert unsure.to_dict()["confident"] is False
+    assert render.plain(unsure).startswith(caveat)
+    assert render.telegram_answer(unsure)[0].startswith(f"<i>{caveat}</i>")
+    card = render.teams_card(unsure, "t1")
+    assert card["body"][0]["inlines"][0]["text"] == caveat

@@ -12,7 +12,16 @@ import pytest
 from conftest import SEED_KNOWLEDGE, console_script, make_knowledge, subprocess_env
 
 QUESTION = "Hvem leder etatsstyringsmøtet?"
-ANSWER_KEYS = {"question", "answer", "abstained", "lead", "citations", "related", "passages"}
+ANSWER_KEYS = {
+    "question",
+    "answer",
+    "abstained",
+    "confident",
+    "lead",
+    "citations",
+    "related",
+    "passages",
+}
 CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
 PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
 

@@ -32,7 +32,16 @@ T = TypeVar("T")
 QUESTION = "Hvem leder etatsstyringsmøtet?"
 FOLLOW_UP = "og hvem skriver referatet?"
 OUT_OF_SCOPE = "Hva er hovedstaden i Frankrike?"
-ANSWER_KEYS = {"question", "answer", "abstained", "lead", "citations", "related", "passages"}
+ANSWER_KEYS = {
+    "question",
+    "answer",
+    "abstained",
+    "confident",
+    "lead",
+    "citations",
+    "related",
+    "passages",
+}
 CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
 PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
 
