@@ -12,10 +12,10 @@ default, which was fitted on the seed corpus with the default embedder.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from bot import logistic
 
 FEATURES = (
     "dense_top",  # best cosine similarity of the question with a passage
@@ -36,7 +36,7 @@ FITTED_NAME = "abstention.json"
 
 
 @dataclass(frozen=True)
-class AbstentionModel:
+class AbstentionModel(logistic.JsonModel):
     embedder: str
     mean: list[float]
     scale: list[float]
@@ -48,25 +48,16 @@ class AbstentionModel:
 
     def probability(self, signals: dict[str, float]) -> float:
         """Estimated probability that the documents answer the question."""
-        z = self.intercept
-        for name, m, s, w in zip(self.features, self.mean, self.scale, self.coef, strict=True):
-            z += w * (signals.get(name, 0.0) - m) / (s or 1.0)
-        return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+        values = [signals.get(name, 0.0) for name in self.features]
+        return logistic.probability(values, self.mean, self.scale, self.coef, self.intercept)
 
     def abstains(self, signals: dict[str, float]) -> bool:
         return self.probability(signals) < self.threshold
 
-    def save(self, path: Path) -> None:
-        data = asdict(self)
-        data["features"] = list(self.features)
-        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-
     @classmethod
     def load(cls, path: Path) -> AbstentionModel:
-        data = json.loads(path.read_text(encoding="utf-8"))
         # Rules fitted before the reader existed name no features: the four retrieval signals.
-        data["features"] = tuple(data.get("features", FEATURES[:4]))
-        return cls(**data)
+        return cls(**cls.read(path, FEATURES[:4]))
 
     @classmethod
     def for_index(cls, data_dir: Path, embedder_id: str) -> AbstentionModel:
@@ -96,23 +87,12 @@ def fit(
     threshold: float = 0.5,
 ) -> AbstentionModel:
     """Class-balanced, L2-regularized logistic regression on standardized signals."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.array([[s.get(name, 0.0) for name in FEATURES] for s in signals], dtype=float)
-    y = np.array(answerable, dtype=int)
-    if len(set(y.tolist())) < 2:
+    if len(set(answerable)) < 2:
         raise ValueError("calibration needs both answerable and out-of-scope questions")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=c, class_weight="balanced").fit((x - mean) / scale, y)
+    rows = [[s.get(name, 0.0) for name in FEATURES] for s in signals]
     return AbstentionModel(
         embedder=embedder,
-        mean=[round(float(v), 6) for v in mean],
-        scale=[round(float(v), 6) for v in scale],
-        coef=[round(float(v), 6) for v in model.coef_[0]],
-        intercept=round(float(model.intercept_[0]), 6),
+        **logistic.fit(rows, answerable, c),
         threshold=threshold,
         fitted_on=fitted_on,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import logistic
 from bot.abstention import FEATURES as ABSTENTION_FEATURES
 from bot.abstention import AbstentionModel
 from bot.abstention import fit as fit_abstention
@@ -95,9 +96,6 @@ def fit_reader(
     observed: list[Observed], embedder: str, fitted_on: str, c: float = 1.0
 ) -> ReaderModel:
     """Logistic regression over the candidates of the answerable examples."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
     rows, labels = [], []
     for item in observed:
         if item.example.abstain or not item.example.expect_any:
@@ -107,20 +105,7 @@ def fit_reader(
             labels.append(label)
     if not any(labels) or all(labels):
         raise CalibrationError("the reader needs sentences that answer and sentences that do not")
-    x = np.array(rows, dtype=float)
-    y = np.array(labels, dtype=int)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    model.fit((x - mean) / scale, y)
-    return ReaderModel(
-        embedder=embedder,
-        mean=[round(float(v), 6) for v in mean],
-        scale=[round(float(v), 6) for v in scale],
-        coef=[round(float(v), 6) for v in model.coef_[0]],
-        intercept=round(float(model.intercept_[0]), 6),
-        fitted_on=fitted_on,
-    )
+    return ReaderModel(embedder=embedder, **logistic.fit(rows, labels, c), fitted_on=fitted_on)
 
 
 def abstention_signals(engine: Engine, observed: list[Observed]) -> list[dict[str, float]]:
@@ -244,11 +229,11 @@ def _cross_validate(
 
 
 def _threshold(probabilities: list[float], answerable: list[bool], limit: float) -> float:
-    """The highest threshold (of 0.05, 0.10 … 0.50) turning away at most `limit` of the
-    answerable examples."""
+    """The highest threshold (0.05 to 0.50, in steps of 0.01) turning away at most `limit` of
+    the answerable examples."""
     scores = [p for p, y in zip(probabilities, answerable, strict=True) if y]
-    for step in range(10, 0, -1):
-        threshold = step / 20
+    for step in range(50, 4, -1):
+        threshold = step / 100
         if sum(p < threshold for p in scores) <= limit * len(scores):
             return threshold
     return 0.05

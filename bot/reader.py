@@ -10,13 +10,13 @@ fitted on labelled sentences (`styringsbot calibrate`), not set by hand.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from bot import logistic
 from bot.query import AnswerType, QueryPlan
 from ingest.clean import fold as normalize
 from ingest.lexical import Analyzer
@@ -204,7 +204,7 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class ReaderModel:
+class ReaderModel(logistic.JsonModel):
     """Logistic weights over FEATURES, standardized; stored as JSON like the abstention rule."""
 
     embedder: str
@@ -216,10 +216,7 @@ class ReaderModel:
     features: tuple[str, ...] = FEATURES
 
     def score(self, values: list[float]) -> float:
-        z = self.intercept
-        for x, m, s, w in zip(values, self.mean, self.scale, self.coef, strict=True):
-            z += w * (x - m) / (s or 1.0)
-        return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+        return logistic.probability(values, self.mean, self.scale, self.coef, self.intercept)
 
     @classmethod
     def neutral(cls, embedder: str) -> ReaderModel:
@@ -234,16 +231,9 @@ class ReaderModel:
             fitted_on="none",
         )
 
-    def save(self, path: Path) -> None:
-        data = asdict(self)
-        data["features"] = list(self.features)
-        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-
     @classmethod
     def load(cls, path: Path) -> ReaderModel:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["features"] = tuple(data.get("features", FEATURES))
-        return cls(**data)
+        return cls(**cls.read(path, FEATURES))
 
     @classmethod
     def for_index(cls, data_dir: Path, embedder_id: str) -> ReaderModel:

@@ -52,6 +52,13 @@ SETTINGS_ENV = (
     "TEAMS_ALLOW_ANONYMOUS",
 )
 
+# The `ask --json` / `POST /api/ask` contract: other tools depend on these keys.
+ANSWER_KEYS = {
+    "question", "answer", "abstained", "confident", "lead", "citations", "related", "passages"
+}  # fmt: skip
+CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
+PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
+
 # Three short Norwegian documents on distinct topics, each one chunk.
 SMALL_FILES: dict[str, str] = {
     "fagmote.txt": (

@@ -9,21 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import SEED_KNOWLEDGE, console_script, make_knowledge, subprocess_env
+from conftest import (
+    ANSWER_KEYS,
+    CITATION_KEYS,
+    PASSAGE_KEYS,
+    SEED_KNOWLEDGE,
+    console_script,
+    make_knowledge,
+    subprocess_env,
+)
 
 QUESTION = "Hvem leder etatsstyringsmøtet?"
-ANSWER_KEYS = {
-    "question",
-    "answer",
-    "abstained",
-    "confident",
-    "lead",
-    "citations",
-    "related",
-    "passages",
-}
-CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
-PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
 
 
 @dataclass

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import console_script, make_settings, subprocess_env
+from conftest import (
+    ANSWER_KEYS,
+    CITATION_KEYS,
+    PASSAGE_KEYS,
+    console_script,
+    make_settings,
+    subprocess_env,
+)
 
 from bot.channels.http import create_app
 from bot.conversation import ConversationService
@@ -32,18 +39,6 @@ T = TypeVar("T")
 QUESTION = "Hvem leder etatsstyringsmøtet?"
 FOLLOW_UP = "og hvem skriver referatet?"
 OUT_OF_SCOPE = "Hva er hovedstaden i Frankrike?"
-ANSWER_KEYS = {
-    "question",
-    "answer",
-    "abstained",
-    "confident",
-    "lead",
-    "citations",
-    "related",
-    "passages",
-}
-CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
-PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
 
 
 @contextlib.asynccontextmanager

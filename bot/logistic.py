@@ -1,0 +1,64 @@
+"""Standardized logistic models stored as JSON: what the answer reader and the abstention rule are.
+
+Answering only evaluates the stored weights (no scikit-learn import on the answer path); fitting
+(`styringsbot calibrate`) uses scikit-learn's logistic regression.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def probability(
+    values: Sequence[float],
+    mean: Sequence[float],
+    scale: Sequence[float],
+    coef: Sequence[float],
+    intercept: float,
+) -> float:
+    """The logistic of the weighted, standardized values."""
+    z = intercept
+    for x, m, s, w in zip(values, mean, scale, coef, strict=True):
+        z += w * (x - m) / (s or 1.0)
+    return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+
+
+def fit(rows: list[list[float]], labels: list[bool], c: float) -> dict[str, Any]:
+    """Class-balanced, L2-regularized logistic regression on standardized rows: the fields
+    `mean`, `scale`, `coef` and `intercept` of a stored model."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array(rows, dtype=float)
+    y = np.array(labels, dtype=int)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model.fit((x - mean) / scale, y)
+    return {
+        "mean": [round(float(v), 6) for v in mean],
+        "scale": [round(float(v), 6) for v in scale],
+        "coef": [round(float(v), 6) for v in model.coef_[0]],
+        "intercept": round(float(model.intercept_[0]), 6),
+    }
+
+
+class JsonModel:
+    """Saving and reading a frozen dataclass with a `features` tuple as indented JSON."""
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["features"] = list(data["features"])
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+    @staticmethod
+    def read(path: Path, features: tuple[str, ...]) -> dict[str, Any]:
+        """The stored fields; a file that names no features has `features`."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["features"] = tuple(data.get("features", features))
+        return data
