@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.abstention import AbstentionModel
@@ -21,9 +21,21 @@ CITE_MARGIN = 1.0  # a further passage is cited when its fused score is this clo
 SUPPORTING = 0.5  # … or when its best sentence scores at least this share of the lead's
 MAX_GUIDE_CITATIONS = 4  # a decision aid may lean on one passage more
 MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of them
-HEDGE = 0.25  # an answer this close above the abstention threshold opens with a caveat
+HEDGE = 0.25  # an answer this close above the abstention threshold is not confident
 RUNNER_UP = 0.8  # the lead quotes a second sentence scoring at least this share of the best's
 RUNNERS_UP = 2  # … looking this far down the reader's list
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One thing the answer says, and the citations (by number) it rests on."""
+
+    text: str
+    cites: tuple[int, ...] = ()
+    verbatim: bool = False  # the source's own words (a quote), not the role guide's
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "cites": list(self.cites), "verbatim": self.verbatim}
 
 
 @dataclass(frozen=True)
@@ -32,37 +44,66 @@ class Citation:
     title: str
     source: str
     location: str | None
-    text: str
+    text: str  # the whole passage
     quote: str  # the whole sentence(s) of the passage that answer best
     chunk_id: str = ""
 
 
+@dataclass(frozen=True)
+class Related:
+    """A passage shown as "where to look" when the documents do not answer."""
+
+    title: str
+    source: str
+    location: str | None
+    text: str
+
+
 @dataclass
 class Answer:
+    """Everything a channel shows of one answer; renderers draw it from these fields alone.
+
+    `statements` is the lead: the role guide's own words (each with the citations it rests on),
+    then the quote it rests on (`verbatim`); or the quote alone. `criteria` is a decision aid's
+    list. Abstained: no statements, and `related` says where to look.
+    """
+
     question: str
-    text: str
-    abstained: bool
     language: str
+    abstained: bool
+    statements: list[Statement] = field(default_factory=list)
+    criteria: list[Statement] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
-    passages: list[Passage] = field(default_factory=list)
-    confidence: float = 0.0
-    caveat: str = ""  # said first when the documents may not answer this quite (not confident)
-    guide_lines: list[str] = field(default_factory=list)  # the role guide's short answer, if any
-    related: list[Passage] = field(default_factory=list)  # where to look when it abstained
+    related: list[Related] = field(default_factory=list)
+    confident: bool = True  # False: the answer opens with a caveat (it may not answer this)
     topic: str = ""  # what the question was about, for a follow-up to build on
+    confidence: float = 0.0  # the abstention rule's estimate that the documents answer it
+    passages: list[Passage] = field(default_factory=list)  # the ranked candidates
     signals: dict[str, float] = field(default_factory=dict)  # what abstention weighed
     reading: Reading | None = field(default=None, repr=False)
 
     @property
+    def text(self) -> str:
+        """The answer as plain text (the terminal, and the `answer` of `ask --json`)."""
+        from bot.render import plain
+
+        return plain.answer(self)
+
+    @property
+    def quote(self) -> Statement | None:
+        """The verbatim statement the lead rests on."""
+        return next((s for s in self.statements if s.verbatim), None)
+
+    @property
     def lead(self) -> str:
-        """The first statement the answer gives as its answer (the guide's line or the lead
-        quote), with the verbatim quote it rests on."""
-        if self.abstained or not self.citations:
+        """The first statement the answer gives as its answer, with the verbatim quote it rests
+        on (the quote alone when the answer is a quote)."""
+        if self.abstained or not self.statements:
             return ""
-        quote = self.citations[0].quote
-        if self.guide_lines:
-            return f"{self.guide_lines[0]} «{quote}»"
-        return quote
+        first, quote = self.statements[0], self.quote
+        if first.verbatim or quote is None:
+            return first.text
+        return f"{first.text} «{quote.text}»"
 
     def follow_up_context(self) -> FollowUpContext:
         """What a follow-up to this answer builds on: its question's topic and what it cited."""
@@ -78,8 +119,10 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
-            "confident": not self.abstained and not self.caveat,
+            "confident": not self.abstained and self.confident,
             "lead": self.lead,
+            "statements": [s.to_dict() for s in self.statements],
+            "criteria": [s.to_dict() for s in self.criteria],
             "citations": [
                 {
                     "n": c.n,
@@ -91,50 +134,53 @@ class Answer:
                 }
                 for c in self.citations
             ],
-            "related": [_passage_dict(p) for p in self.related],
-            "passages": [_passage_dict(p) | {"score": round(p.score, 6)} for p in self.passages],
+            "related": [asdict(r) for r in self.related],
+            "passages": [
+                {
+                    "title": p.title,
+                    "source": p.chunk.source,
+                    "location": p.location,
+                    "text": p.text,
+                    "score": round(p.score, 6),
+                }
+                for p in self.passages
+            ],
         }
 
+    def to_state(self) -> dict[str, Any]:
+        """What the conversation store keeps of an answer: all a channel shows, a follow-up needs
+        and feedback records (not the ranked passages or the reader's working)."""
+        return {
+            "question": self.question,
+            "language": self.language,
+            "abstained": self.abstained,
+            "statements": [asdict(s) for s in self.statements],
+            "criteria": [asdict(s) for s in self.criteria],
+            "citations": [asdict(c) for c in self.citations],
+            "related": [asdict(r) for r in self.related],
+            "confident": self.confident,
+            "topic": self.topic,
+            "confidence": self.confidence,
+        }
 
-def _passage_dict(p: Passage) -> dict[str, Any]:
-    return {"title": p.title, "source": p.chunk.source, "location": p.location, "text": p.text}
-
-
-NO_ANSWER = {
-    "nb": (
-        "Jeg finner ikke svar på dette i dokumentene jeg kjenner. Prøv å spørre på en annen måte, "
-        "eller spør om styringsdialogen, møteformene (etatsstyringsmøte, fagmøte, kontaktmøte), "
-        "tildelingsbrev eller tillitsbasert styring og ledelse."
-    ),
-    "en": (
-        "I can't find an answer to this in the documents I know. Try asking another way, or ask "
-        "about the governance dialogue, the meeting types (etatsstyringsmøte, fagmøte, "
-        "kontaktmøte), allocation letters (tildelingsbrev) or trust-based management."
-    ),
-}
-CAVEAT = {
-    "nb": "Jeg er ikke sikker på at dokumentene svarer på akkurat dette; sjekk kilden.",
-    "en": "I am not sure the documents answer exactly this; check the source.",
-}
-RELATED = {
-    "nb": "Dette er det nærmeste jeg fant, hvis du vil lese selv:",
-    "en": "This is the closest I found, if you want to read for yourself:",
-}
-SAYS = {
-    "nb": ("Ifølge {where}:", "Se også {refs}.", "Kilder:"),
-    "en": ("According to {where} (quoted in Norwegian):", "See also {refs}.", "Sources:"),
-}
-
-
-def localized_location(location: str | None, language: str) -> str | None:
-    if location and language == "en":
-        return location.replace("lysbilde", "slide").replace("side", "page")
-    return location
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Answer:
+        return cls(
+            question=data["question"],
+            language=data["language"],
+            abstained=data["abstained"],
+            statements=[_statement(s) for s in data.get("statements", [])],
+            criteria=[_statement(s) for s in data.get("criteria", [])],
+            citations=[Citation(**c) for c in data.get("citations", [])],
+            related=[Related(**r) for r in data.get("related", [])],
+            confident=data.get("confident", True),
+            topic=data.get("topic", ""),
+            confidence=data.get("confidence", 0.0),
+        )
 
 
-def where(title: str, location: str | None, language: str) -> str:
-    location = localized_location(location, language)
-    return f"«{title}»" + (f", {location}" if location else "")
+def _statement(data: dict[str, Any]) -> Statement:
+    return Statement(data["text"], tuple(data.get("cites", ())), bool(data.get("verbatim")))
 
 
 _YEAR_RANGE = re.compile(r"\b((?:19|20)\d\d)\s*[-–—]\s*((?:19|20)?\d\d)\b")
@@ -199,16 +245,17 @@ class Answerer:
         topic = _topic(result)
         unanswerable = not result.passages or not reading.best or _unexpanded(result)
         if unanswerable or confidence < self.abstention.threshold:
-            related = result.passages[:MAX_RELATED]
             return Answer(
                 question=result.query,
-                text=compose_abstention(related, language),
-                abstained=True,
                 language=language,
-                passages=result.passages,
-                confidence=confidence,
-                related=related,
+                abstained=True,
+                related=[
+                    Related(p.title, p.chunk.source, p.location, p.text)
+                    for p in result.passages[:MAX_RELATED]
+                ],
                 topic=topic,
+                confidence=confidence,
+                passages=result.passages,
                 signals=signals,
                 reading=reading,
             )
@@ -230,21 +277,19 @@ class Answerer:
             )
             for n, p in enumerate(cited, start=1)
         ]
-        guide_lines = guide_lead(result, cited, fields) if guided else []
-        caveat = ""
-        if confidence < self.abstention.threshold + HEDGE:
-            caveat = CAVEAT.get(language, CAVEAT["nb"])
+        statements, criteria = guide_lead(result, cited, fields) if guided else ([], [])
+        statements.append(Statement(citations[0].quote, (1,), verbatim=True))
         return Answer(
             question=result.query,
-            text=compose(citations, language, guide_lines, caveat),
-            abstained=False,
             language=language,
+            abstained=False,
+            statements=statements,
+            criteria=criteria,
             citations=citations,
-            passages=result.passages,
-            confidence=confidence,
-            caveat=caveat,
-            guide_lines=guide_lines,
+            confident=confidence >= self.abstention.threshold + HEDGE,
             topic=topic,
+            confidence=confidence,
+            passages=result.passages,
             signals=signals,
             reading=reading,
         )
@@ -430,32 +475,30 @@ def _guide_quotes(result: SearchResult) -> dict[str, str]:
 
 def guide_lead(
     result: SearchResult, cited: list[Passage], fields: list[tuple[Card, str]] | None = None
-) -> list[str]:
-    """The guide's short answer in the user's language, each statement marked with the citation
-    it rests on: a definition, a decision aid, or the card fields the reader found answering."""
+) -> tuple[list[Statement], list[Statement]]:
+    """The guide's short answer in the user's language, each statement with the citations it
+    rests on: a definition, a decision aid (verdicts, and its criteria apart), or the card fields
+    the reader found answering."""
     english = result.language == "en"
     match = result.guide
     number = {p.chunk.id: n for n, p in enumerate(cited, start=1)}
     chunk_of = {cite: chunk_id for cite, chunk_id in result.guide_cites}
     chunk_of.update({cite: chunk_id for _, _, cite, chunk_id in result.card_quotes})
 
-    def refs(cites: tuple[Cite, ...]) -> str:
-        found = {number.get(chunk_of.get(c, ""), 0) for c in cites} - {0}
-        return " " + "".join(f"[{n}]" for n in sorted(found)) if found else ""
+    def refs(cites: tuple[Cite, ...]) -> tuple[int, ...]:
+        return tuple(sorted({number.get(chunk_of.get(c, ""), 0) for c in cites} - {0}))
 
-    lines: list[str] = []
     if match.definition is not None:
         term = match.definition
         ref = refs((term.cite,))
+        statements = []
         if term.expansion:
-            lines.append(
-                f"{term.term} stands for «{term.expansion}».{ref}"
-                if english
-                else f"{term.term} står for «{term.expansion}».{ref}"
-            )
-        lines.append(f"{term.text(english)}{ref}")
-        return lines
+            stands = "stands for" if english else "står for"
+            statements.append(Statement(f"{term.term} {stands} «{term.expansion}».", ref))
+        statements.append(Statement(term.text(english), ref))
+        return statements, []
     if match.classify:
+        verdicts = []
         for card in match.cards:
             role = card.fields.get("role")
             if role is None:
@@ -463,65 +506,20 @@ def guide_lead(
             kind = {True: ("styring", "governance"), False: ("ikke styring", "not governance")}
             verdict = kind.get(card.governance)  # type: ignore[arg-type]
             label = f" ({verdict[1] if english else verdict[0]})" if verdict else ""
-            lines.append(
-                f"• {card.display(english)}{label}: {role.body(english)}{refs(role.cites)}"
-            )
-        header = (
-            "What tells governance (styring) from other dialogue, according to the sources:"
-            if english
-            else "Slik skiller kildene styring fra annen dialog:"
-        )
+            text = f"{card.display(english)}{label}: {role.body(english)}"
+            verdicts.append(Statement(text, refs(role.cites)))
         # The criteria that rest on the passages cited, those naming the forms asked about first.
         names = [card.name.lower() for card in match.cards]
         criteria = sorted(
             (c for c in result.criteria if refs(c.cites)),
             key=lambda c: -sum(name[:6] in c.text.lower() for name in names),
         )[:MAX_CRITERIA]
-        if criteria:
-            lines.append(header)
-            lines.extend(f"• {c.body(english)}{refs(c.cites)}" for c in criteria)
-        return lines
+        return verdicts, [Statement(c.body(english), refs(c.cites)) for c in criteria]
+    statements = []
     for card, name in fields or []:
         card_field = card.fields[name]
         nb_label, en_label, _ = FIELDS[name]
         label = en_label if english else nb_label
-        lines.append(
-            f"{card.display(english)} – {label}: {card_field.body(english)}{refs(card_field.cites)}"
-        )
-    return lines
-
-
-def compose(
-    citations: list[Citation],
-    language: str,
-    guide_lines: list[str] | None = None,
-    caveat: str = "",
-) -> str:
-    """Plain-text answer: a caveat when unsure, the guide's short answer if any, the lead quote,
-    then every source."""
-    according, also, sources = SAYS.get(language, SAYS["nb"])
-    lead = citations[0]
-    lines = [caveat, ""] if caveat else []
-    lines += [*guide_lines, ""] if guide_lines else []
-    lines += [
-        according.format(where=where(lead.title, lead.location, language)),
-        f"«{lead.quote}» [{lead.n}]",
-    ]
-    others = [c for c in citations if c is not lead]
-    if others:
-        lines.append(also.format(refs=", ".join(f"[{c.n}]" for c in others)))
-    lines.extend(["", sources])
-    for c in citations:
-        lines.append(f"[{c.n}] {where(c.title, c.location, language)}")
-        if c is not lead:
-            lines.append(f"    «{c.quote}»")
-    return "\n".join(lines)
-
-
-def compose_abstention(related: list[Passage], language: str) -> str:
-    """ "Not in the documents", and where the nearest passages are."""
-    lines = [NO_ANSWER.get(language, NO_ANSWER["nb"])]
-    if related:
-        lines += ["", RELATED.get(language, RELATED["nb"])]
-        lines += [f"• {where(p.title, p.location, language)}" for p in related]
-    return "\n".join(lines)
+        text = f"{card.display(english)} – {label}: {card_field.body(english)}"
+        statements.append(Statement(text, refs(card_field.cites)))
+    return statements, []

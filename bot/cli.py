@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -231,53 +232,47 @@ def _check_guide(settings: Settings) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from bot.conversation import Question, ReplyKind
+
     settings = _settings()
     if args.k is not None and not 1 <= args.k <= 50:
         raise UserError("--k må være et tall fra 1 til 50.")
     if args.question != "-" and not args.question.strip():
         raise UserError("Spørsmålet er tomt; skriv et spørsmål i anførselstegn.")
-    engine = _open_engine(settings)
-    if args.question == "-":
-        for line in sys.stdin:
-            question = line.strip()
-            if question:
-                answer = engine.ask(question, k=args.k)
-                print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
-        return 0
-    answer = engine.ask(args.question, k=args.k)
-    if args.json:
-        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
-    else:
-        print(answer.text)
+    service = _service(settings, top_k=args.k, workers=1)
+    try:
+        questions = (line.strip() for line in sys.stdin) if args.question == "-" else None
+        for question in questions if questions is not None else [args.question]:
+            if not question:
+                continue
+            reply = service.handle(None, None, Question(question), "terminal")
+            if reply.kind is not ReplyKind.ANSWER or reply.answer is None:
+                if questions is None:
+                    raise UserError(reply.text)
+                print(json.dumps({"question": question, "error": reply.text}, ensure_ascii=False))
+                continue
+            if questions is not None:
+                print(json.dumps(reply.answer.to_dict(), ensure_ascii=False), flush=True)
+            elif args.json:
+                print(json.dumps(reply.answer.to_dict(), ensure_ascii=False, indent=1))
+            else:
+                print(reply.answer.text)
+    finally:
+        service.close()
     return 0
 
 
-CHAT_HELP = """\
-Still et spørsmål om styringssystemet, for eksempel «Hvem leder etatsstyringsmøtet?».
-Oppfølgingsspørsmål («og hvem skriver referatet?») bygger på forrige spørsmål.
-  /kilde N   vis hele kilde N fra siste svar
-  /ny        start en ny samtale
-  /bra       siste svar var nyttig (👍)
-  /dårlig    siste svar var ikke godt nok (👎)
-  /hjelp     vis denne hjelpen
-  /slutt     avslutt (eller Ctrl-D)"""
-
-
-def _service(settings: Settings, engine=None):  # type: ignore[no-untyped-def]
+def _service(settings: Settings, engine=None, **overrides: object):  # type: ignore[no-untyped-def]
     from bot.conversation import ConversationService
-    from bot.feedback import FeedbackStore
 
-    return ConversationService(
-        engine or _open_engine(settings),
-        store=FeedbackStore.in_data_dir(settings.data_dir),
-        question_log=settings.question_log,
-        max_question_chars=settings.max_question_chars,
+    return ConversationService.from_settings(
+        engine or _open_engine(settings), settings, **overrides
     )
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = _settings()
-    service = _service(settings)
+    service = _service(settings, workers=1)
     print("Styringsbot – spør om styring og roller i Oslo kommune. /hjelp gir hjelp.")
     try:
         return _chat_loop(service, "terminal")
@@ -286,42 +281,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _chat_loop(service, chat: str) -> int:  # type: ignore[no-untyped-def]
-    from bot import render
-    from bot.conversation import ServiceError, parse_command
+    from bot.conversation import ReplyKind
+    from bot.render import plain
 
+    _line_editing()
     while True:
         try:
             line = input("\n> ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        if line in ("/slutt", "/exit", "/quit"):
+        if not line:
+            continue
+        reply = service.handle(chat, None, line, "terminal")
+        if reply.kind is ReplyKind.QUIT:
             return 0
-        command = parse_command(line)
-        try:
-            if command.name == "empty":
-                continue
-            if command.name in ("help", "start"):
-                print(CHAT_HELP)
-            elif command.name == "new":
-                service.forget(chat)
-                print("Ny samtale.")
-            elif command.name == "source":
-                print(render.plain_source(service.source(chat, command.argument)))
-            elif command.name == "feedback":
-                last = service.last_turn(chat)
-                if last is None:
-                    print("Det er ikke noe svar å gi tilbakemelding på ennå.")
-                else:
-                    helpful = command.argument == "up"
-                    service.feedback(chat, last.id, helpful)
-                    print(render.say(render.THANKS[helpful], last.answer.language))
-            elif command.name == "unknown":
-                print("Ukjent kommando; /hjelp viser hva som finnes.")
-            else:
-                print(render.plain(service.ask(chat, command.argument).answer))
-        except ServiceError as exc:
-            print(exc)
+        print(_wrapped(plain.reply(reply)))
+
+
+def _line_editing() -> None:
+    """Arrow keys, history and editing at the prompt, where the terminal has readline."""
+    if not sys.stdin.isatty():
+        return
+    with contextlib.suppress(ImportError):  # a Python built without readline
+        import readline  # noqa: F401  (importing it is what turns line editing on)
+
+
+def _wrapped(text: str) -> str:
+    """Long lines wrapped to the terminal's width, keeping each line's indent."""
+    import shutil
+    import textwrap
+
+    if not sys.stdout.isatty():
+        return text
+    width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
+    lines = []
+    for line in text.splitlines():
+        indent = line[: len(line) - len(line.lstrip())]
+        lines.append(
+            textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False)
+            if len(line) > width
+            else line
+        )
+    return "\n".join(lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -344,8 +346,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = _service(settings)
     app = create_app(service, settings)
     print(
-        f"Styringsbot lytter på http://{host}:{port} – POST /api/ask, GET /healthz, "
-        f"POST /api/messages (Teams: {app[TEAMS_STATUS_KEY]}). Ctrl-C stopper.",
+        f"Styringsbot lytter på http://{host}:{port} – POST /api/ask, POST /api/feedback, "
+        f"GET /healthz, GET /readyz, POST /api/messages (Teams: {app[TEAMS_STATUS_KEY]}). "
+        "Ctrl-C stopper.",
         file=sys.stderr,
     )
     try:
@@ -371,7 +374,8 @@ def cmd_telegram(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings()
-    telegram.check_settings(settings)
+    # Settings, then Telegram itself, before the engine opens: each failure is one sentence.
+    telegram.check_settings(settings, connect=True)
     service = _service(settings)
     mode = "webhook" if settings.telegram_webhook_url else "long polling"
     print(f"Telegram-boten kjører ({mode}). Ctrl-C stopper.", file=sys.stderr)
@@ -392,13 +396,15 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bot.feedback import FILE_NAME, FeedbackStore, gaps
+    from bot.feedback import gaps
+    from bot.store import FILE_NAME, OLD_FEEDBACK_FILE, Store
 
     settings = _settings()
-    if not (settings.data_dir / FILE_NAME).exists():
+    local = settings.database_url is None
+    if local and not any((settings.data_dir / f).exists() for f in (FILE_NAME, OLD_FEEDBACK_FILE)):
         print("Ingen tilbakemeldinger eller ubesvarte spørsmål er lagret ennå.")
         return 0
-    store = FeedbackStore.in_data_dir(settings.data_dir)
+    store = Store.open(settings.database_url, settings.data_dir)
     try:
         found = gaps(store)
         counts = store.counts()
@@ -551,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bot.abstention import AbstentionModel  # noqa: F401 - fail early on a broken install
     from bot.channels import ChannelConfigError
     from bot.guide import GuideError
+    from bot.store import StoreError
     from ingest.embeddings import EmbedderError
     from ingest.manifest import ManifestError
     from ingest.pipeline import IngestError
@@ -566,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         EmbedderError,
         GuideError,
         ChannelConfigError,
+        StoreError,
     ) as exc:
         print(f"Feil: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

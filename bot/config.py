@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     # Questions one user may ask per minute in Telegram and Teams; 0 = no limit.
     rate_limit: int = Field(10, ge=0, le=10_000, validation_alias=_env("STYRINGSBOT_RATE_LIMIT"))
 
+    # Conversations, feedback, the gap log and rate limits: SQLite in the data dir by default,
+    # or a server database by SQLAlchemy URL (postgresql+psycopg://user:pass@host/db).
+    database_url: str | None = Field(None, validation_alias=_env("STYRINGSBOT_DATABASE_URL"))
+    # Question text older than this many days is deleted (counts for `report` remain); 0 = keep.
+    retention_days: int = Field(
+        90, ge=0, le=36_500, validation_alias=_env("STYRINGSBOT_RETENTION_DAYS")
+    )
+    # Answers computed at once; 0 = one per CPU core.
+    workers: int = Field(0, ge=0, le=64, validation_alias=_env("STYRINGSBOT_WORKERS"))
+    # The same question in the same context on the same index is answered from a cache this many
+    # seconds (the meeting where many ask at once); 0 = no cache.
+    cache_seconds: float = Field(
+        300.0, ge=0, le=86_400, validation_alias=_env("STYRINGSBOT_CACHE_SECONDS")
+    )
+
     # HTTP server (`styringsbot serve`): the HTTP API and the Teams endpoint.
     host: str = Field("127.0.0.1", validation_alias=_env("STYRINGSBOT_HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("STYRINGSBOT_PORT"))
@@ -86,6 +101,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "chroma_host",
+        "database_url",
         "query_prefix",
         "passage_prefix",
         "telegram_bot_token",

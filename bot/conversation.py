@@ -1,36 +1,55 @@
 """The conversation service: the only thing a channel calls.
 
-One turn in, one answer out, with per-chat memory so a follow-up ("og hvem skriver referatet?") is
-understood; "show source n"; 👍/👎 feedback; and the commands every channel shares.
+One message or action in, one `Reply` out: an answer, a source view, help, a new conversation, a
+feedback receipt, "rate limited", a welcome or an error. The service owns how a message is read
+(commands, follow-ups, language), the limits (length, rate), the conversation state (in the store,
+so it survives a restart), 👍/👎 and the knowledge-gap log, and where answers are computed (a
+bounded pool of workers, with a short-lived cache for the meeting where many ask the same thing).
+A channel is its transport plus a renderer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from bot import messages
 from bot.answer import Answer, Citation
-from bot.engine import Engine
-from bot.feedback import FeedbackStore
+from bot.commands import command, help_text, parse_command
 from bot.language import detect
+from bot.messages import Messages, say
 from bot.query import FollowUpContext
+from bot.store import Kind, Store, StoredTurn
 from ingest.lexical import tokenize
 
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.engine import Engine
+
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HISTORY_TURNS = 20  # answers a chat can still give feedback on or show sources of
 FOLLOW_UP_SECONDS = 30 * 60  # a question after a longer pause starts afresh
-MAX_CHATS = 10_000  # chats kept in memory; the least recently used is forgotten first
 MAX_QUESTION_CHARS = 1000
+RATE_WINDOW = 60.0  # seconds: the rate limit counts questions per minute
+CACHE_SECONDS = 300.0  # an answer is reused for the same question this long
+CACHE_ANSWERS = 1000
+PURGE_EVERY = 3600.0  # how often old question text is looked for (with a retention set)
+
+QuestionLog = Literal["off", "gaps", "all"]
 
 # "og hvem skriver referatet?", "hva med oppdragsstyringsmøter?", "and who writes the minutes?"
 _FOLLOW_UP_START = re.compile(
@@ -39,8 +58,6 @@ _FOLLOW_UP_START = re.compile(
 _PRONOUNS = re.compile(
     r"\b(det|den|dette|denne|disse|de|dem|der|it|this|that|they|them|there)\b", re.IGNORECASE
 )
-
-QuestionLog = Literal["off", "gaps", "all"]
 
 
 def is_follow_up(question: str) -> bool:
@@ -52,112 +69,57 @@ def is_follow_up(question: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Commands shared by every channel
-
-CommandName = Literal["ask", "start", "help", "new", "source", "feedback", "unknown", "empty"]
-
-_COMMANDS: dict[str, CommandName] = {
-    "start": "start",
-    "hjelp": "help",
-    "help": "help",
-    "ny": "new",
-    "new": "new",
-    "kilde": "source",
-    "source": "source",
-}
-_VOTES = {"bra": "up", "good": "up", "dårlig": "down", "darlig": "down", "bad": "down"}
-# Typed without a slash, e.g. in Teams where "/" opens the command box: "kilde 2", "vis kilde 2".
-_BARE_SOURCE = re.compile(r"^(?:vis\s+|show\s+)?(?:kilde|source)(?:\s+(\d+))?[.!]?$", re.IGNORECASE)
-_BARE_COMMAND = re.compile(
-    r"^(hjelp|help|ny|new|ny samtale|new conversation)[.!?]?$", re.IGNORECASE
-)
+# What comes in, and what goes out
 
 
 @dataclass(frozen=True)
-class Command:
-    name: CommandName
-    argument: str = ""
+class Vote:
+    """👍/👎 on an answer (a button in Telegram or Teams)."""
 
-
-def parse_command(text: str) -> Command:
-    """What a chat message asks for; anything that is not a command is a question."""
-    text = text.strip()
-    if not text:
-        return Command("empty")
-    if text.startswith("/"):
-        head, _, rest = text[1:].partition(" ")
-        name = head.split("@", 1)[0].lower()  # Telegram groups send "/kilde@Styringsbot 2"
-        if name in _VOTES:
-            return Command("feedback", _VOTES[name])
-        return Command(_COMMANDS.get(name, "unknown"), rest.strip() if name in _COMMANDS else head)
-    if match := _BARE_SOURCE.match(text):
-        return Command("source", match.group(1) or "")
-    if match := _BARE_COMMAND.match(text):
-        word = match.group(1).lower()
-        return Command("help" if word in ("hjelp", "help") else "new")
-    return Command("ask", text)
-
-
-# ---------------------------------------------------------------------------------------------
-# Outcomes a channel renders
-
-
-class ServiceError(Exception):
-    """A turn the service cannot take; the message is one sentence for the user."""
-
-    def __init__(self, message: dict[str, str], language: str = "nb") -> None:
-        self.language = language if language in message else "nb"
-        super().__init__(message[self.language])
-
-
-EMPTY_QUESTION = {
-    "nb": "Skriv et spørsmål om styring eller roller i Oslo kommune, så svarer jeg.",
-    "en": "Write a question about governance or roles in Oslo kommune and I will answer.",
-}
-TOO_LONG = {
-    "nb": "Spørsmålet er for langt ({n} tegn); skriv det kortere, høyst {limit} tegn.",
-    "en": "The question is too long ({n} characters); please keep it to {limit} at most.",
-}
-NO_SOURCES_YET = {
-    "nb": "Det er ingen kilder å vise ennå; still et spørsmål først.",
-    "en": "There are no sources to show yet; ask a question first.",
-}
-NO_SOURCES_IN_ANSWER = {
-    "nb": "Det svaret fant ikke noe i dokumentene, så det har ingen kilder å vise.",
-    "en": "That answer found nothing in the documents, so it has no sources to show.",
-}
-NOT_A_NUMBER = {
-    "nb": "Skriv kilde og et tall fra 1 til {count}, for eksempel «/kilde 1».",
-    "en": "Write source and a number from 1 to {count}, for example “/kilde 1”.",
-}
-NO_SUCH_SOURCE = {
-    "nb": "Det svaret har kilde 1 til {count}; prøv en av dem.",
-    "en": "That answer has sources 1 to {count}; try one of those.",
-}
-GONE = {
-    "nb": "Det svaret er ikke lenger i samtalen (den er ny eller boten er startet på nytt); "
-    "still spørsmålet igjen.",
-    "en": "That answer is no longer in the conversation (it was reset or the bot restarted); "
-    "please ask again.",
-}
-
-
-def _message(template: dict[str, str], **values: object) -> dict[str, str]:
-    return {lang: text.format(**values) for lang, text in template.items()}
+    turn: str
+    helpful: bool
 
 
 @dataclass(frozen=True)
-class Turn:
-    id: str
-    question: str
-    answer: Answer
-    at: float
-    context: FollowUpContext | None = None  # the earlier turn a follow-up builds on
+class ShowSource:
+    """ "Show source n" of an answer (the latest when no turn is named)."""
 
-    @property
-    def built_on(self) -> str | None:
-        """For the feedback store: the earlier question a follow-up built on."""
-        return self.context.question if self.context else None
+    n: str
+    turn: str | None = None
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question as such, never read as a command (the HTTP API, `styringsbot ask`)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The bot was added to a chat, or started (Teams install, Telegram /start)."""
+
+
+@dataclass(frozen=True)
+class NotText:
+    """A sticker, a photo, a file: nothing to read."""
+
+
+Incoming = str | Question | Vote | ShowSource | Welcome | NotText
+
+
+class ReplyKind(StrEnum):
+    ANSWER = "answer"
+    SOURCE = "source"
+    HELP = "help"
+    WELCOME = "welcome"
+    NEW = "new"
+    FEEDBACK = "feedback"
+    RATE_LIMITED = "rate_limited"
+    REFUSED = "refused"
+    NOT_TEXT = "not_text"
+    QUIT = "quit"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -169,22 +131,176 @@ class SourceView:
     language: str
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a channel shows for one incoming message; renderers draw it.
+
+    `text` is the sentence(s) of every reply but an answer or a source view. `problem` names what
+    was wrong with a refused question ("empty", "too_long", …), for the HTTP status.
+    """
+
+    kind: ReplyKind
+    language: str = "nb"
+    text: str = ""
+    answer: Answer | None = None
+    turn_id: str | None = None
+    source: SourceView | None = None
+    helpful: bool | None = None
+    retry_after: float | None = None
+    problem: str = ""
+
+
+class ServiceError(Exception):
+    """A message the service cannot take; the message is one sentence for the user."""
+
+    def __init__(self, message: Messages, language: str = "nb", problem: str = "") -> None:
+        self.language = language if language in message else "nb"
+        self.problem = problem
+        super().__init__(message[self.language])
+
+
+def _message(template: Messages, **values: object) -> Messages:
+    return {lang: text.format(**values) for lang, text in template.items()}
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    chat: str | None
+    question: str
+    answer: Answer
+    at: float  # seconds since the epoch
+    context: FollowUpContext | None = None  # the earlier turn a follow-up builds on
+
+    @property
+    def built_on(self) -> str | None:
+        """For the gap log: the earlier question a follow-up built on."""
+        return self.context.question if self.context else None
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
 class ConversationService:
-    """Answers turns for every channel; channels never reach into retrieval themselves."""
+    """Answers every channel's messages; channels never reach into retrieval themselves."""
 
-    engine: Engine
-    store: FeedbackStore | None = None
-    question_log: QuestionLog = "gaps"
-    max_question_chars: int = MAX_QUESTION_CHARS
-    clock: Callable[[], float] = time.monotonic
-    top_k: int | None = None  # passages per answer (None: the engine's setting)
-    _chats: OrderedDict[str, deque[Turn]] = field(default_factory=OrderedDict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _worker: ThreadPoolExecutor | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store | None = None,
+        *,
+        question_log: QuestionLog = "gaps",
+        max_question_chars: int = MAX_QUESTION_CHARS,
+        rate_limit: int = 0,
+        retention_days: int = 0,
+        workers: int = 1,
+        cache_seconds: float = CACHE_SECONDS,
+        top_k: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.store = store if store is not None else Store("sqlite://")
+        self.question_log = question_log
+        self.max_question_chars = max_question_chars
+        self.rate_limit = rate_limit
+        self.retention_days = retention_days
+        self.workers = max(1, workers)
+        self.cache_seconds = cache_seconds
+        self.top_k = top_k
+        self.clock = clock
+        self._cache: OrderedDict[tuple, tuple[float, Answer]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._purged = 0.0
+
+    @classmethod
+    def from_settings(
+        cls, engine: Engine, settings: Settings, **overrides: object
+    ) -> ConversationService:
+        values: dict[str, object] = {
+            "question_log": settings.question_log,
+            "max_question_chars": settings.max_question_chars,
+            "rate_limit": settings.rate_limit,
+            "retention_days": settings.retention_days,
+            "workers": settings.workers or os.cpu_count() or 1,
+            "cache_seconds": settings.cache_seconds,
+        }
+        values.update(overrides)
+        store = Store.open(settings.database_url, settings.data_dir)
+        return cls(engine, store, **values)  # type: ignore[arg-type]
+
+    # -- one message in, one reply out ------------------------------------------------------
+
+    def handle(
+        self, chat: str | None, user: str | None, incoming: Incoming, channel: str = "terminal"
+    ) -> Reply:
+        """Read one message or action and answer it. Never raises for what a user sends."""
+        self._purge_now_and_then()
+        if isinstance(incoming, Welcome):
+            text = f"{say(messages.WELCOME, 'nb')}\n\n{help_text('nb', channel)}"
+            return Reply(ReplyKind.WELCOME, "nb", text)
+        if isinstance(incoming, NotText):
+            return Reply(ReplyKind.NOT_TEXT, "nb", say(messages.NOT_TEXT, "nb"))
+        try:
+            if isinstance(incoming, Vote):
+                return self._vote(chat, incoming.turn, incoming.helpful, channel)
+            if isinstance(incoming, ShowSource):
+                return self._source(chat, incoming.n, incoming.turn, channel)
+            if isinstance(incoming, Question):
+                return self._question(chat, user, incoming.text, channel)
+            return self._message(chat, user, incoming, channel)
+        except ServiceError as exc:
+            return Reply(ReplyKind.ERROR, exc.language, str(exc), problem=exc.problem)
+
+    async def reply(
+        self, chat: str | None, user: str | None, incoming: Incoming, channel: str = "terminal"
+    ) -> Reply:
+        """`handle` on the service's workers, off the event loop."""
+        return await self.run(self.handle, chat, user, incoming, channel)
+
+    def _message(self, chat: str | None, user: str | None, text: str, channel: str) -> Reply:
+        parsed = parse_command(text, channel)
+        english_word = parsed.name != "ask" and _english_command(text)
+        language = "en" if english_word else (detect(text) if text.strip() else "nb")
+        if parsed.name == "empty":
+            raise ServiceError(messages.EMPTY_QUESTION, language, "empty")
+        if parsed.name == "start":
+            return self.handle(chat, user, Welcome(), channel)
+        if parsed.name == "help":
+            return Reply(ReplyKind.HELP, language, help_text(language, channel))
+        if parsed.name == "new":
+            if chat is not None:
+                self.store.forget(chat)
+            return Reply(ReplyKind.NEW, language, say(messages.NEW_CONVERSATION, language))
+        if parsed.name == "source":
+            return self._source(chat, parsed.argument, None, channel)
+        if parsed.name == "feedback":
+            last = self.store.last_turn(chat) if chat is not None else None
+            if last is None:
+                raise ServiceError(messages.NO_SOURCES_YET, language, "no_turn")
+            return self._vote(chat, last.id, parsed.argument == "up", channel)
+        if parsed.name == "quit":
+            return Reply(ReplyKind.QUIT, language)
+        if parsed.name == "unknown":
+            words = {"help": command("hjelp", channel)}
+            return Reply(
+                ReplyKind.ERROR,
+                language,
+                say(messages.UNKNOWN_COMMAND, language, **words),
+                problem="unknown_command",
+            )
+        return self._question(chat, user, parsed.argument, channel)
+
+    def _question(self, chat: str | None, user: str | None, text: str, channel: str) -> Reply:
+        if user is not None and self.rate_limit > 0:
+            wait = self.store.hit(f"rate:{user}", self.rate_limit, RATE_WINDOW, self.clock())
+            if wait > 0:
+                language = detect(text) if text.strip() else "nb"
+                seconds = max(1, round(wait))
+                text_ = say(messages.RATE_LIMITED, language, seconds=seconds)
+                return Reply(ReplyKind.RATE_LIMITED, language, text_, retry_after=wait)
+        turn = self.ask(chat, text, channel)
+        return Reply(ReplyKind.ANSWER, turn.answer.language, answer=turn.answer, turn_id=turn.id)
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -194,133 +310,210 @@ class ConversationService:
         question = question.strip()
         language = detect(question) if question else "nb"
         if not question:
-            raise ServiceError(EMPTY_QUESTION, language)
+            raise ServiceError(messages.EMPTY_QUESTION, language, "empty")
         if len(question) > self.max_question_chars:
             raise ServiceError(
-                _message(TOO_LONG, n=len(question), limit=self.max_question_chars),
+                _message(messages.TOO_LONG, n=len(question), limit=self.max_question_chars),
                 language,
+                "too_long",
             )
         now = self.clock()
-        previous = self._last(chat) if chat is not None else None
+        previous = self.store.last_turn(chat) if chat is not None else None
         context = None
-        if previous and now - previous.at <= FOLLOW_UP_SECONDS and is_follow_up(question):
-            context = previous.answer.follow_up_context()
-        answer = self.engine.ask(question, k=self.top_k, context=context)
-        turn = Turn(uuid.uuid4().hex[:12], question, answer, now, context)
+        if previous and now - previous.created <= FOLLOW_UP_SECONDS and is_follow_up(question):
+            context = Answer.from_state(previous.answer).follow_up_context()
+        answer = self._answer(question, context)
+        turn = Turn(uuid.uuid4().hex[:12], chat, question, answer, now, context)
+        if chat is not None:
+            stored = StoredTurn(
+                turn.id,
+                chat,
+                now,
+                question,
+                answer.to_state(),
+                _context_state(context),
+            )
+            self.store.add_turn(stored, keep=HISTORY_TURNS)
         self._log(turn, channel)
-        if chat is None:
-            return turn
-        with self._lock:
-            turns = self._chats.pop(chat, None) or deque(maxlen=HISTORY_TURNS)
-            turns.append(turn)
-            self._chats[chat] = turns
-            while len(self._chats) > MAX_CHATS:
-                self._chats.popitem(last=False)
         return turn
 
-    def forget(self, chat: str) -> None:
-        """Start the conversation afresh ("/ny")."""
-        with self._lock:
-            self._chats.pop(chat, None)
+    def _answer(self, question: str, context: FollowUpContext | None) -> Answer:
+        """The engine's answer, or the same answer again for the same question in the same
+        context on the same index within a few minutes."""
+        key = (
+            " ".join(question.casefold().split()),
+            (context.topic, context.cited) if context else None,
+            self.engine.generation,
+            self.top_k,
+        )
+        now = self.clock()
+        with self._cache_lock:
+            hit = self._cache.get(key) if self.cache_seconds > 0 else None
+            if hit is not None and now - hit[0] <= self.cache_seconds:
+                self._cache.move_to_end(key)
+                return hit[1]
+        answer = self.engine.ask(question, k=self.top_k, context=context)
+        if self.cache_seconds <= 0:
+            return answer
+        with self._cache_lock:
+            self._cache[key] = (now, answer)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ANSWERS:
+                self._cache.popitem(last=False)
+        return answer
 
     def last_turn(self, chat: str) -> Turn | None:
-        return self._last(chat)
+        stored = self.store.last_turn(chat)
+        return _restored(stored) if stored else None
 
     def turn(self, chat: str, turn_id: str) -> Turn | None:
-        with self._lock:
-            return next((t for t in self._chats.get(chat, ()) if t.id == turn_id), None)
+        stored = self.store.turn(chat, turn_id)
+        return _restored(stored) if stored else None
+
+    def forget(self, chat: str) -> None:
+        """Start the conversation afresh ("ny")."""
+        self.store.forget(chat)
 
     # -- sources and feedback ---------------------------------------------------------------
 
-    def source(self, chat: str, number: str | int, turn_id: str | None = None) -> SourceView:
+    def _source(self, chat: str | None, number: str, turn_id: str | None, channel: str) -> Reply:
+        view = self.source(chat, number, turn_id, channel)
+        return Reply(ReplyKind.SOURCE, view.language, source=view, turn_id=view.turn)
+
+    def source(
+        self,
+        chat: str | None,
+        number: str | int,
+        turn_id: str | None = None,
+        channel: str = "terminal",
+    ) -> SourceView:
         """The whole n-th cited passage of an answer (the latest unless a turn is named)."""
-        turn = self.turn(chat, turn_id) if turn_id else self._last(chat)
+        turn = None
+        if chat is not None:
+            turn = self.turn(chat, turn_id) if turn_id else self.last_turn(chat)
         if turn is None:
-            raise ServiceError(GONE if turn_id else NO_SOURCES_YET)
+            raise ServiceError(
+                messages.GONE if turn_id else messages.NO_SOURCES_YET,
+                "nb",
+                "gone" if turn_id else "no_turn",
+            )
         citations = turn.answer.citations
         language = turn.answer.language
         if not citations:
-            raise ServiceError(NO_SOURCES_IN_ANSWER, language)
+            raise ServiceError(messages.NO_SOURCES_IN_ANSWER, language, "no_sources")
         try:
             n = int(str(number).strip())
         except ValueError:
-            raise ServiceError(_message(NOT_A_NUMBER, count=len(citations)), language) from None
+            template = _message(
+                messages.NOT_A_NUMBER, count=len(citations), source=command("kilde", channel)
+            )
+            raise ServiceError(template, language, "not_a_number") from None
         citation = next((c for c in citations if c.n == n), None)
         if citation is None:
-            raise ServiceError(_message(NO_SUCH_SOURCE, count=len(citations)), language)
+            template = _message(messages.NO_SUCH_SOURCE, count=len(citations))
+            raise ServiceError(template, language, "no_such_source")
         return SourceView(turn.id, citation, language)
 
-    def feedback(self, chat: str, turn_id: str, helpful: bool, channel: str = "terminal") -> Turn:
+    def _vote(self, chat: str | None, turn_id: str, helpful: bool, channel: str) -> Reply:
+        turn = self.feedback(chat, turn_id, helpful, channel)
+        language = turn.answer.language
+        return Reply(
+            ReplyKind.FEEDBACK,
+            language,
+            say(messages.THANKS[helpful], language),
+            answer=turn.answer,
+            turn_id=turn.id,
+            helpful=helpful,
+        )
+
+    def feedback(
+        self, chat: str | None, turn_id: str, helpful: bool, channel: str = "terminal"
+    ) -> Turn:
         """Store 👍/👎 for an answer in this chat; a second vote replaces the first."""
-        turn = self.turn(chat, turn_id)
+        turn = self.turn(chat, turn_id) if chat is not None else None
         if turn is None:
-            raise ServiceError(GONE)
-        if self.store is not None:
-            self.store.record(
-                "up" if helpful else "down", channel, turn.id, turn.answer, turn.built_on
-            )
+            raise ServiceError(messages.GONE, "nb", "gone")
+        self._record("up" if helpful else "down", channel, turn)
         return turn
 
-    # -- async use from channels ------------------------------------------------------------
+    # -- running off the event loop ---------------------------------------------------------
 
     async def run(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run a service call off the event loop; one worker keeps the engine single-threaded."""
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="styringsbot")
+        """Run a service call on the workers (at most one per core by default)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="styringsbot"
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, partial(function, *args, **kwargs))
+        return await loop.run_in_executor(self._pool, partial(function, *args, **kwargs))
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
-        if self.store is not None:
-            self.store.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _last(self, chat: str) -> Turn | None:
-        with self._lock:
-            turns = self._chats.get(chat)
-            return turns[-1] if turns else None
-
     def _log(self, turn: Turn, channel: str) -> None:
-        if self.store is None or self.question_log == "off":
+        if self.question_log == "off":
             return
         if turn.answer.abstained:
-            self.store.record("abstained", channel, turn.id, turn.answer, turn.built_on)
+            self._record("abstained", channel, turn)
         elif self.question_log == "all":
-            self.store.record("asked", channel, turn.id, turn.answer, turn.built_on)
+            self._record("asked", channel, turn)
 
+    def _record(self, kind: Kind, channel: str, turn: Turn) -> None:
+        answer = turn.answer
+        citations = [
+            {"n": c.n, "title": c.title, "source": c.source, "location": c.location}
+            for c in answer.citations
+        ]
+        self.store.record(
+            kind, channel, turn.id, turn.question, answer.text, citations, turn.built_on
+        )
 
-class RateLimiter:
-    """At most `limit` turns per `seconds` for each key (a user), as a sliding window."""
-
-    def __init__(
-        self, limit: int, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit = limit
-        self.seconds = seconds
-        self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        if self.limit <= 0:
-            return True
+    def _purge_now_and_then(self) -> None:
+        if self.retention_days <= 0:
+            return
         now = self.clock()
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and now - hits[0] >= self.seconds:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return False
-            hits.append(now)
-            if len(self._hits) > MAX_CHATS:  # forget idle users so memory stays bounded
-                for idle in [k for k, v in self._hits.items() if now - v[-1] >= self.seconds]:
-                    del self._hits[idle]
-            return True
+        if now - self._purged < PURGE_EVERY:
+            return
+        self._purged = now
+        try:
+            changed = self.store.purge(self.retention_days)
+        except Exception:  # the store is down: answering matters more than upkeep
+            log.warning("Could not delete old question text", exc_info=True)
+            return
+        if changed:
+            log.info(
+                "Deleted question text older than %d days (%d rows)", self.retention_days, changed
+            )
 
-    def retry_after(self, key: str) -> float:
-        with self._lock:
-            hits = self._hits.get(key)
-            return max(0.0, self.seconds - (self.clock() - hits[0])) if hits else 0.0
+
+def _english_command(text: str) -> bool:
+    word = text.strip().lstrip("/").split(" ", 1)[0].split("@", 1)[0].lower()
+    return word in ("help", "new", "source", "good", "bad", "quit", "exit")
+
+
+def _context_state(context: FollowUpContext | None) -> dict[str, object] | None:
+    if context is None:
+        return None
+    return {"question": context.question, "topic": context.topic, "cited": list(context.cited)}
+
+
+def _restored(stored: StoredTurn) -> Turn:
+    context = None
+    if stored.context:
+        context = FollowUpContext(
+            question=stored.context["question"],
+            topic=stored.context.get("topic", ""),
+            cited=tuple(stored.context.get("cited", ())),
+        )
+    return Turn(
+        stored.id,
+        stored.chat,
+        stored.question,
+        Answer.from_state(stored.answer),
+        stored.created,
+        context,
+    )

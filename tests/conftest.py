@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,10 @@ SETTINGS_ENV = (
     "STYRINGSBOT_QUESTION_LOG",
     "STYRINGSBOT_MAX_QUESTION_CHARS",
     "STYRINGSBOT_RATE_LIMIT",
+    "STYRINGSBOT_DATABASE_URL",
+    "STYRINGSBOT_RETENTION_DAYS",
+    "STYRINGSBOT_WORKERS",
+    "STYRINGSBOT_CACHE_SECONDS",
     "STYRINGSBOT_HOST",
     "STYRINGSBOT_PORT",
     "STYRINGSBOT_API_TOKEN",
@@ -54,7 +60,8 @@ SETTINGS_ENV = (
 
 # The `ask --json` / `POST /api/ask` contract: other tools depend on these keys.
 ANSWER_KEYS = {
-    "question", "answer", "abstained", "confident", "lead", "citations", "related", "passages"
+    "question", "answer", "abstained", "confident", "lead", "statements", "criteria",
+    "citations", "related", "passages",
 }  # fmt: skip
 CITATION_KEYS = {"n", "title", "source", "location", "text", "quote"}
 PASSAGE_KEYS = {"title", "source", "location", "text", "score"}
@@ -178,3 +185,25 @@ def minilm_embedder(minilm_path: Path):  # type: ignore[no-untyped-def]
     from ingest.embeddings import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(str(minilm_path))
+
+
+@pytest.fixture
+def make_server(
+    seed_engine: Any, seed_knowledge: Path, tmp_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """`make_server(delay=0.8, **settings)`: an app Server (tests/app_server.py) over the seed
+    index, answering `delay` seconds late if asked."""
+    from app_server import Server, SlowEngine
+
+    servers: list[Any] = []
+
+    def make(delay: float = 0.0, **settings: Any) -> Any:
+        root = tmp_path / f"server{len(servers)}"
+        root.mkdir()
+        engine = SlowEngine(seed_engine, delay) if delay else seed_engine
+        servers.append(Server(engine, root, seed_knowledge, **settings))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.service.close()

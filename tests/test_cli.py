@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,3 +272,68 @@ def test_no_command_prints_help_and_exits_2(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "ingest" in result.stdout and "ask" in result.stdout
+
+
+def test_chat_in_a_terminal_has_line_editing_and_history(seed_workspace: Workspace) -> None:
+    """Through a real pseudo-terminal: the up arrow brings back the last question (it is not sent
+    as "^[[A" and stored as a question), and left-arrow editing works."""
+    import contextlib
+    import os
+    import pty
+    import select
+    import signal
+
+    seed_workspace.run("ingest", "--quiet")  # the module's index, built once
+    env = subprocess_env(
+        STYRINGSBOT_DATA_DIR=str(seed_workspace.data),
+        STYRINGSBOT_KNOWLEDGE_DIR=str(seed_workspace.knowledge),
+        STYRINGSBOT_QUESTION_LOG="all",
+        TERM="xterm",
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: styringsbot chat on the terminal
+        os.chdir(seed_workspace.root)
+        os.execve(str(console_script("styringsbot")), ["styringsbot", "chat"], env)
+
+    seen = bytearray()
+
+    def read_until(marker: bytes, start: int, seconds: float = 120) -> int:
+        """Read until `marker` shows after offset `start`; returns the offset after it."""
+        deadline = time.monotonic() + seconds
+        while (at := seen.find(marker, start)) < 0:
+            assert time.monotonic() < deadline, bytes(seen[-500:])
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    seen.extend(os.read(fd, 65536))
+                except OSError:
+                    break
+        return at + len(marker)
+
+    try:
+        at = read_until(b"> ", 0)
+        os.write(fd, "Hva står MRS for?\r".encode())
+        at = read_until(b"> ", read_until(b"resultatstyring", at))
+        # Up arrow: the same question again; then edit it: go left over "?" and type "!".
+        os.write(fd, b"\x1b[A\x1b[D!\r")
+        at = read_until(b"> ", read_until(b"resultatstyring", at))
+        os.write(fd, b"/slutt\r")
+        deadline = time.monotonic() + 30
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "chat did not stop on /slutt"
+            time.sleep(0.1)
+        status = ended[1]
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    from bot.store import Store
+
+    store = Store.open(None, seed_workspace.data)
+    try:
+        asked = [e.question for e in store.events("asked")]
+    finally:
+        store.close()
+    assert asked == ["Hva står MRS for?", "Hva står MRS for!?"]

@@ -1,40 +1,52 @@
-"""The conversation service, its commands, the feedback store and gap report, the renderers, and the
-`chat`/`report` commands — against the real seed engine and real SQLite files in tmp_path."""
+"""The conversation service and its reply model, the command table, the conversation store (real
+SQLite files), the gap report, the renderers, and the `chat`/`report` commands — against the real
+seed engine."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import html
 import json
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot import conversation, render
-from bot.answer import Answer, Citation
+from bot import messages
+from bot.answer import Answer, Citation, Related, Statement
 from bot.cli import main
-from bot.conversation import (
-    EMPTY_QUESTION,
-    FOLLOW_UP_SECONDS,
-    GONE,
-    HISTORY_TURNS,
-    NO_SOURCES_IN_ANSWER,
-    NO_SOURCES_YET,
+from bot.commands import (
+    COMMANDS,
     Command,
-    ConversationService,
-    RateLimiter,
-    ServiceError,
-    SourceView,
-    is_follow_up,
+    help_text,
     parse_command,
+    teams_commands,
+    telegram_menu,
 )
-from bot.feedback import FILE_NAME, FeedbackStore, gaps
+from bot.conversation import (
+    FOLLOW_UP_SECONDS,
+    HISTORY_TURNS,
+    ConversationService,
+    NotText,
+    Question,
+    ReplyKind,
+    ShowSource,
+    SourceView,
+    Vote,
+    Welcome,
+    is_follow_up,
+)
+from bot.feedback import DELETED, gaps
+from bot.render import plain
+from bot.render import teams as teams_render
+from bot.render import telegram as telegram_render
+from bot.store import FILE_NAME, OLD_FEEDBACK_FILE, Store, StoredTurn
 
 CHAIR = "Hvem leder etatsstyringsmøtet?"
 MINUTES = "og hvem skriver referatet?"
@@ -44,9 +56,9 @@ ENGLISH = "Who chairs the agency governance meeting?"
 
 
 class Clock:
-    """A monotonic clock the test moves by hand."""
+    """A wall clock the test moves by hand."""
 
-    def __init__(self, now: float = 1000.0) -> None:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
@@ -62,26 +74,32 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[FeedbackStore]:
-    opened = FeedbackStore.in_data_dir(tmp_path / "data")
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'data' / FILE_NAME}"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store(store_url)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def make_service(seed_engine, store: FeedbackStore, clock: Clock):  # type: ignore[no-untyped-def]
+def make_service(seed_engine, store: Store, clock: Clock):  # type: ignore[no-untyped-def]
     """ConversationService over the seed engine, the tmp store and the test's clock."""
     services: list[ConversationService] = []
 
     def make(**options: Any) -> ConversationService:
-        options = {"store": store, "clock": clock, **options}
-        service = ConversationService(seed_engine, **options)
+        service = ConversationService(seed_engine, options.pop("store", store), clock=clock,
+                                      **options)  # fmt: skip
         services.append(service)
         return service
 
     yield make
     for service in services:
-        service.close()
+        if service._pool is not None:
+            service._pool.shutdown(wait=True)
 
 
 @pytest.fixture
@@ -89,14 +107,8 @@ def service(make_service) -> ConversationService:  # type: ignore[no-untyped-def
     return make_service()
 
 
-def service_error(call, *args: Any) -> ServiceError:  # type: ignore[no-untyped-def]
-    with pytest.raises(ServiceError) as caught:
-        call(*args)
-    return caught.value
-
-
 # ---------------------------------------------------------------------------------------------
-# parse_command
+# The command table
 
 
 @pytest.mark.parametrize(
@@ -114,6 +126,7 @@ def service_error(call, *args: Any) -> ServiceError:  # type: ignore[no-untyped-
         ("/help", Command("help")),
         ("hjelp", Command("help")),
         ("Hjelp!", Command("help")),
+        ("Hjelp?", Command("help")),
         ("/ny", Command("new")),
         ("ny samtale", Command("new")),
         ("New conversation.", Command("new")),
@@ -122,6 +135,7 @@ def service_error(call, *args: Any) -> ServiceError:  # type: ignore[no-untyped-
         ("/good", Command("feedback", "up")),
         ("/dårlig", Command("feedback", "down")),
         ("/darlig", Command("feedback", "down")),
+        ("/slutt", Command("quit")),
         ("/foo", Command("unknown", "foo")),
         ("", Command("empty")),
         ("   ", Command("empty")),
@@ -129,6 +143,14 @@ def service_error(call, *args: Any) -> ServiceError:  # type: ignore[no-untyped-
 )
 def test_parse_command(text: str, expected: Command) -> None:
     assert parse_command(text) == expected
+
+
+def test_a_command_the_channel_does_not_offer_is_unknown() -> None:
+    assert parse_command("/slutt", "terminal") == Command("quit")
+    assert parse_command("/slutt", "telegram") == Command("unknown", "slutt")
+    assert parse_command("/bra", "teams") == Command("unknown", "bra")
+    assert parse_command("/start", "telegram") == Command("start")
+    assert parse_command("/kilde 1", "teams") == Command("source", "1")
 
 
 @pytest.mark.parametrize(
@@ -140,19 +162,29 @@ def test_parse_command(text: str, expected: Command) -> None:
         "Hjelp meg å forstå tildelingsbrevet",
         "Hvem er ny i ledergruppen?",
         "Show me the sources on governance",
+        "Kildekritikk?",
     ],
 )
 def test_parse_command_reads_real_questions_as_questions(question: str) -> None:
     assert parse_command(f"  {question} ") == Command("ask", question)
 
 
-@pytest.mark.parametrize("question", ["Kildekritikk?", "Kildeskatt?"])
-def test_one_word_question_starting_with_kilde_is_a_question(question: str) -> None:
-    assert parse_command(question) == Command("ask", question)
-
-
-def test_help_with_question_mark_shows_help() -> None:
-    assert parse_command("Hjelp?") == Command("help")
+def test_one_table_feeds_every_menu_and_help() -> None:
+    words = {spec.word for spec in COMMANDS}
+    menu = [word for word, _ in telegram_menu()]
+    assert set(menu) <= words and {"hjelp", "kilde", "ny", "start"} <= set(menu)
+    assert all(re.fullmatch(r"[a-z0-9_]{1,32}", word) for word in menu)  # Telegram's rule
+    assert [c["title"] for c in teams_commands()] == ["hjelp", "kilde 1", "ny"]
+    teams = help_text("nb", "teams")
+    assert "kilde N – Vis hele kilde N" in teams and "/kilde" not in teams
+    assert "/kilde N – Vis hele kilde N" in help_text("nb", "telegram")
+    terminal = help_text("nb", "terminal")
+    assert "/bra – " in terminal and "/slutt – " in terminal and "/bra" not in teams
+    assert "/kilde N – Show all of source N" in help_text("en", "telegram")
+    for spec in COMMANDS:
+        for channel in spec.channels:
+            if spec.name != "start":
+                assert spec.description["nb"] in help_text("nb", channel)
 
 
 @pytest.mark.parametrize(
@@ -171,17 +203,49 @@ def test_is_follow_up(question: str, follows: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Turns and per-chat memory
+# One message in, one reply out
 
 
-def test_ask_returns_a_turn_with_an_answer(service: ConversationService, clock: Clock) -> None:
-    turn = service.ask("c", CHAIR)
-    assert re.fullmatch(r"[0-9a-f]{12}", turn.id)
-    assert (turn.question, turn.context, turn.at) == (CHAIR, None, clock.now)
-    assert not turn.answer.abstained
-    assert "kommunaldirektør" in turn.answer.text
-    assert service.last_turn("c") == turn
-    assert service.turn("c", turn.id) == turn
+def test_a_question_gets_an_answer_reply(service: ConversationService) -> None:
+    reply = service.handle("c", "u", CHAIR)
+    assert reply.kind is ReplyKind.ANSWER
+    assert reply.answer is not None and not reply.answer.abstained
+    assert "kommunaldirektør" in reply.answer.lead
+    assert re.fullmatch(r"[0-9a-f]{12}", reply.turn_id or "")
+    assert service.last_turn("c").id == reply.turn_id  # type: ignore[union-attr]
+
+
+def test_every_kind_of_reply(service: ConversationService) -> None:
+    answer = service.handle("c", "u", CHAIR)
+    assert service.handle("c", "u", Vote(answer.turn_id or "", True)).kind is ReplyKind.FEEDBACK
+    assert service.handle("c", "u", ShowSource("1")).kind is ReplyKind.SOURCE
+    kinds = {
+        "/hjelp": ReplyKind.HELP,
+        "kilde 1": ReplyKind.SOURCE,
+        "/foo": ReplyKind.ERROR,
+        "/ny": ReplyKind.NEW,
+        "/slutt": ReplyKind.QUIT,
+    }
+    for text, kind in kinds.items():
+        assert service.handle("c", "u", text).kind is kind, text
+    welcome = service.handle("c", "u", Welcome(), "telegram")
+    assert welcome.kind is ReplyKind.WELCOME
+    assert welcome.text.startswith(messages.WELCOME["nb"]) and "/kilde N" in welcome.text
+    assert service.handle("c", "u", "/start", "telegram").kind is ReplyKind.WELCOME
+    not_text = service.handle("c", "u", NotText())
+    assert (not_text.kind, not_text.text) == (ReplyKind.NOT_TEXT, messages.NOT_TEXT["nb"])
+    unknown = service.handle("c", "u", "/foo", "teams")
+    assert unknown.text == "Den kommandoen kjenner jeg ikke; hjelp viser hva jeg kan."
+
+
+def test_help_follows_the_command_word_and_the_channel(service: ConversationService) -> None:
+    assert service.handle("c", "u", "/help", "telegram").text == help_text("en", "telegram")
+    assert service.handle("c", "u", "hjelp", "teams").text == help_text("nb", "teams")
+
+
+def test_a_question_is_never_read_as_a_command(service: ConversationService) -> None:
+    reply = service.handle("c", "u", Question("hjelp"))
+    assert reply.kind is ReplyKind.ANSWER
 
 
 @pytest.mark.parametrize(
@@ -216,332 +280,237 @@ def test_follow_up_context_chains_and_a_new_topic_starts_afresh(
     assert service.ask("c", MRS).context is None
 
 
-def test_one_off_question_is_not_remembered(service: ConversationService) -> None:
-    first = service.ask(None, CHAIR)
-    assert not first.answer.abstained
+def test_one_off_questions_and_separate_chats(service: ConversationService) -> None:
+    assert not service.ask(None, CHAIR).answer.abstained
     assert service.ask(None, MINUTES).context is None
-    assert not service._chats
-
-
-def test_chats_do_not_share_history(service: ConversationService) -> None:
     service.ask("a", CHAIR)
     assert service.ask("b", MINUTES).context is None
     assert service.last_turn("a").question == CHAIR  # type: ignore[union-attr]
 
 
-def test_forget_starts_afresh(service: ConversationService) -> None:
-    turn = service.ask("c", CHAIR)
-    service.forget("c")
-    service.forget("never-seen")  # no error
+def test_new_conversation_forgets(service: ConversationService) -> None:
+    first = service.handle("c", "u", CHAIR)
+    assert service.handle("c", "u", "ny").kind is ReplyKind.NEW
     assert service.last_turn("c") is None
-    assert service.turn("c", turn.id) is None
+    assert service.turn("c", first.turn_id or "") is None
     assert service.ask("c", MINUTES).context is None
 
 
-def test_history_keeps_the_last_turns_only(service: ConversationService) -> None:
-    turns = [service.ask("c", MRS) for _ in range(HISTORY_TURNS + 1)]
+def test_history_keeps_the_last_turns_only(service: ConversationService, clock: Clock) -> None:
+    turns = []
+    for _ in range(HISTORY_TURNS + 1):
+        turns.append(service.ask("c", MRS))
+        clock.advance(1)
     assert service.turn("c", turns[0].id) is None
-    assert all(service.turn("c", t.id) == t for t in turns[1:])
-    assert str(service_error(service.source, "c", 1, turns[0].id)) == GONE["nb"]
-    assert service.source("c", 1, turns[1].id).turn == turns[1].id
-
-
-def test_least_recently_asked_chat_is_forgotten(
-    service: ConversationService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(conversation, "MAX_CHATS", 3)
-    for chat in "abcd":
-        service.ask(chat, MRS)
-    assert service.last_turn("a") is None
-    assert all(service.last_turn(chat) for chat in "bcd")
-    service.ask("b", MRS)  # b is now the most recent; c is the oldest
-    service.ask("e", MRS)
-    assert service.last_turn("c") is None
-    assert all(service.last_turn(chat) for chat in "bde")
+    assert all(service.turn("c", t.id) is not None for t in turns[1:])
+    gone = service.handle("c", "u", ShowSource("1", turns[0].id))
+    assert (gone.kind, gone.text, gone.problem) == (ReplyKind.ERROR, messages.GONE["nb"], "gone")
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors
+# State that survives a restart
 
 
-@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
-def test_empty_question_is_refused_in_norwegian(
-    service: ConversationService, question: str
-) -> None:
-    error = service_error(service.ask, "c", question)
-    assert (str(error), error.language) == (EMPTY_QUESTION["nb"], "nb")
-    assert service.last_turn("c") is None
-
-
-@pytest.mark.parametrize(
-    ("question", "language", "words"),
-    [
-        ("Hva er styring? " * 80, "nb", ("(1279 tegn)", "høyst 1000 tegn")),
-        ("What " * 300, "en", ("too long (1499 characters)", "to 1000 at most")),
-    ],
-)
-def test_over_long_question_names_the_limit_in_the_users_language(
-    service: ConversationService, question: str, language: str, words: tuple[str, ...]
-) -> None:
-    error = service_error(service.ask, "c", question)
-    assert error.language == language
-    for word in words:
-        assert word in str(error)
-    assert service.last_turn("c") is None
-
-
-def test_question_at_the_limit_is_answered(make_service) -> None:  # type: ignore[no-untyped-def]
-    service = make_service(max_question_chars=len(MRS))
-    assert service.ask("c", f"  {MRS}\n").question == MRS  # the ends do not count
-    assert "(18 tegn)" in str(service_error(service.ask, "c", f"{MRS}!"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources
-
-
-def test_source_before_any_question(service: ConversationService) -> None:
-    assert str(service_error(service.source, "c", 1)) == NO_SOURCES_YET["nb"]
-
-
-def test_source_shows_the_whole_cited_passage(service: ConversationService) -> None:
-    turn = service.ask("c", CHAIR)
-    for citation in turn.answer.citations:
-        view = service.source("c", f" {citation.n} ")
-        assert view == SourceView(turn.id, citation, "nb")
-        assert len(view.citation.text) > len(citation.quote)
-    assert service.source("c", 1, turn_id=turn.id).citation == turn.answer.citations[0]
-
-
-def test_source_of_an_earlier_turn_by_id(service: ConversationService) -> None:
-    first = service.ask("c", CHAIR)
-    service.ask("c", MRS)
-    assert service.source("c", 2, turn_id=first.id).citation == first.answer.citations[1]
-
-
-@pytest.mark.parametrize(
-    ("number", "message"),
-    [
-        (0, "Det svaret har kilde 1 til {count}; prøv en av dem."),
-        ("9", "Det svaret har kilde 1 til {count}; prøv en av dem."),
-        ("-1", "Det svaret har kilde 1 til {count}; prøv en av dem."),
-        ("to", "Skriv kilde og et tall fra 1 til {count}, for eksempel «/kilde 1»."),
-        ("", "Skriv kilde og et tall fra 1 til {count}, for eksempel «/kilde 1»."),
-    ],
-)
-def test_source_number_must_name_a_citation(
-    service: ConversationService, number: str | int, message: str
-) -> None:
-    count = len(service.ask("c", CHAIR).answer.citations)
-    assert str(service_error(service.source, "c", number)) == message.format(count=count)
-
-
-def test_source_messages_follow_the_answers_language(service: ConversationService) -> None:
-    service.ask("c", ENGLISH)
-    error = service_error(service.source, "c", 9)
-    assert error.language == "en"
-    assert str(error).startswith("That answer has sources 1 to")
-
-
-def test_source_of_a_forgotten_turn_is_gone(service: ConversationService) -> None:
-    turn = service.ask("c", CHAIR)
-    service.forget("c")
-    assert str(service_error(service.source, "c", 1, turn.id)) == GONE["nb"]
-    assert str(service_error(service.source, "c", 1)) == NO_SOURCES_YET["nb"]
-
-
-def test_source_of_an_abstained_answer_is_a_polite_refusal(
-    service: ConversationService,
-) -> None:
-    turn = service.ask("c", OFF_TOPIC)
-    assert turn.answer.abstained
-    assert turn.answer.citations == []
-    assert str(service_error(service.source, "c", 1)) == NO_SOURCES_IN_ANSWER["nb"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Feedback and the question log
-
-
-def votes(store: FeedbackStore):  # type: ignore[no-untyped-def]
-    return store.events("up", "down")
-
-
-def test_feedback_stores_the_question_answer_and_citations(
-    service: ConversationService, store: FeedbackStore
-) -> None:
-    turn = service.ask("c", CHAIR)
-    assert service.feedback("c", turn.id, helpful=True, channel="telegram") == turn
-    [event] = votes(store)
-    assert (event.kind, event.channel, event.question) == ("up", "telegram", CHAIR)
-    assert event.answer == turn.answer.text
-    assert event.citations == [
-        {"n": c.n, "title": c.title, "source": c.source, "location": c.location}
-        for c in turn.answer.citations
-    ]
-    assert event.citations[0]["location"] == "lysbilde 11"
-
-
-def test_feedback_on_a_follow_up_keeps_what_it_followed(
-    service: ConversationService, store: FeedbackStore
-) -> None:
-    service.ask("c", CHAIR)
-    turn = service.ask("c", MINUTES)
-    service.feedback("c", turn.id, helpful=False)
-    [event] = votes(store)
-    assert (event.question, event.context) == (MINUTES, CHAIR)
-    [gap] = gaps(store)
-    assert gap.contexts == [CHAIR]  # an editor sees what "og hvem …" was about
-
-
-def test_a_store_from_before_contexts_is_migrated(tmp_path: Path) -> None:
-    import sqlite3
-
-    path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.execute(
-        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL,"
-        " kind TEXT NOT NULL, channel TEXT NOT NULL, turn TEXT NOT NULL, question TEXT NOT NULL,"
-        " answer TEXT NOT NULL, citations TEXT NOT NULL)"
-    )
-    old.execute(
-        "INSERT INTO events (created, kind, channel, turn, question, answer, citations)"
-        " VALUES ('2026-01-01T00:00:00+00:00', 'abstained', 'http', 't1', 'Hva?', 'Vet ikke', '[]')"
-    )
-    old.commit()
-    old.close()
-    store = FeedbackStore(path)
-    try:
-        [event] = store.events("abstained")
-        assert (event.question, event.context) == ("Hva?", "")
-        assert [g.question for g in gaps(store)] == ["Hva?"]
-    finally:
-        store.close()
-
-
-def test_a_second_vote_replaces_the_first(
-    service: ConversationService, store: FeedbackStore
-) -> None:
-    turn = service.ask("c", CHAIR)
-    other = service.ask("c", MRS)
-    service.feedback("c", turn.id, helpful=True)
-    service.feedback("c", other.id, helpful=True)
-    service.feedback("c", turn.id, helpful=False)
-    assert [(e.kind, e.question) for e in votes(store)] == [("up", MRS), ("down", CHAIR)]
-    assert store.counts() == {"up": 1, "down": 1}
-
-
-def test_feedback_on_an_unknown_turn_is_refused(service: ConversationService) -> None:
-    turn = service.ask("a", CHAIR)
-    for chat, turn_id in [("a", "000000000000"), ("b", turn.id)]:
-        assert str(service_error(service.feedback, chat, turn_id, True)) == GONE["nb"]
-
-
-def test_feedback_without_a_store(make_service) -> None:  # type: ignore[no-untyped-def]
-    service = make_service(store=None)
-    turn = service.ask("c", OFF_TOPIC)
-    assert service.feedback("c", turn.id, helpful=False) == turn
-    service.close()
-
-
-@pytest.mark.parametrize(
-    ("question_log", "logged"),
-    [
-        ("gaps", [("abstained", OFF_TOPIC)]),
-        ("all", [("asked", CHAIR), ("abstained", OFF_TOPIC)]),
-        ("off", []),
-    ],
-)
-def test_question_log(
-    make_service, store: FeedbackStore, question_log: str, logged: list[tuple[str, str]]
+def test_a_restarted_service_remembers_the_conversation(
+    seed_engine, store_url: str, clock: Clock
 ) -> None:  # type: ignore[no-untyped-def]
-    service = make_service(question_log=question_log)
-    answered = service.ask("c", CHAIR)
-    service.ask("c", OFF_TOPIC)
-    assert [(e.kind, e.question) for e in store.events("asked", "abstained")] == logged
-    service.feedback("c", answered.id, helpful=False)  # votes are kept whatever the log says
-    assert [(e.kind, e.question) for e in votes(store)] == [("down", CHAIR)]
+    before = ConversationService(seed_engine, Store(store_url), clock=clock)
+    answer = before.handle("c", "u", CHAIR)
+    before.close()
+
+    after = ConversationService(seed_engine, Store(store_url), clock=clock)
+    try:
+        source = after.handle("c", "u", "kilde 1")
+        assert source.kind is ReplyKind.SOURCE and source.source is not None
+        assert source.source.citation == answer.answer.citations[0]  # type: ignore[union-attr]
+        vote = after.handle("c", "u", Vote(answer.turn_id or "", True))
+        assert vote.kind is ReplyKind.FEEDBACK
+        follow = after.handle("c", "u", MINUTES)
+        assert follow.answer is not None and "utkast skrives av" in follow.answer.lead.lower()
+        assert after.last_turn("c").context.question == CHAIR  # type: ignore[union-attr]
+        assert [e.kind for e in after.store.events("up")] == ["up"]
+    finally:
+        after.close()
 
 
-def test_default_question_log_is_gaps(service: ConversationService) -> None:
-    assert service.question_log == "gaps"
+def test_a_stored_answer_renders_as_the_original(service: ConversationService) -> None:
+    reply = service.handle("c", "u", "Er et kontaktmøte styring?")
+    restored = service.last_turn("c").answer  # type: ignore[union-attr]
+    original = reply.answer
+    assert original is not None and original.criteria
+    assert restored.text == original.text
+    assert telegram_render.answer(restored) == telegram_render.answer(original)
+    assert teams_render.card(restored, "t") == teams_render.card(original, "t")
+
+
+def test_rate_limits_survive_a_restart_and_slide(seed_engine, store_url: str, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    first = ConversationService(seed_engine, Store(store_url), rate_limit=2, clock=clock)
+    assert first.handle("c", "user", MRS).kind is ReplyKind.ANSWER
+    clock.advance(30)
+    assert first.handle("c", "user", MRS).kind is ReplyKind.ANSWER
+    first.close()
+    again = ConversationService(seed_engine, Store(store_url), rate_limit=2, clock=clock)
+    try:
+        limited = again.handle("c", "user", MRS)
+        assert limited.kind is ReplyKind.RATE_LIMITED
+        assert limited.retry_after == pytest.approx(30.0)
+        assert limited.text == messages.RATE_LIMITED["nb"].format(seconds=30)
+        assert again.handle("c", "other-user", MRS).kind is ReplyKind.ANSWER
+        assert again.handle("c", "user", "/hjelp").kind is ReplyKind.HELP  # commands are free
+        clock.advance(30.1)
+        assert again.handle("c", "user", MRS).kind is ReplyKind.ANSWER
+        assert again.handle("c", None, MRS).kind is ReplyKind.ANSWER  # no user: no limit
+    finally:
+        again.close()
 
 
 # ---------------------------------------------------------------------------------------------
-# The gap report
+# What a user can get wrong: one sentence each
 
 
-def citation(n: int, title: str = "Styringsdialogen", **fields: Any) -> Citation:
-    values = {
-        "location": f"lysbilde {n}",
-        "source": "styringsdialogen.txt",
-        "text": f"Hele teksten til kilde {n}.",
-        "quote": f"Sitat {n}.",
-        **fields,
-    }
-    return Citation(n=n, title=title, **values)
+def test_empty_and_over_long_questions(make_service) -> None:  # type: ignore[no-untyped-def]
+    service = make_service(max_question_chars=20)
+    empty = service.handle("c", "u", Question("   "))
+    assert (empty.kind, empty.text, empty.problem) == (
+        ReplyKind.ERROR,
+        messages.EMPTY_QUESTION["nb"],
+        "empty",
+    )
+    long = service.handle("c", "u", "Who chairs the meeting of them all?")
+    assert long.problem == "too_long"
+    assert long.text == messages.TOO_LONG["en"].format(n=35, limit=20)
+    assert service.handle("c", "u", "x" * 20).kind is ReplyKind.ANSWER
 
 
-def answer_to(question: str, *citations: Citation, language: str = "nb") -> Answer:
-    if not citations:
-        return Answer(question, "Jeg finner ikke svar.", abstained=True, language=language)
-    return Answer(question, "Ifølge kildene …", False, language, citations=list(citations))
+def test_source_problems(service: ConversationService) -> None:
+    assert service.handle("c", "u", "kilde 1").text == messages.NO_SOURCES_YET["nb"]
+    service.ask("c", CHAIR)
+    count = len(service.last_turn("c").answer.citations)  # type: ignore[union-attr]
+    nine = service.handle("c", "u", "kilde 9", "teams")
+    assert nine.text == messages.NO_SUCH_SOURCE["nb"].format(count=count)
+    word = service.handle("c", "u", "/kilde abc", "telegram")
+    assert word.text == messages.NOT_A_NUMBER["nb"].format(count=count, source="/kilde")
+    service.ask("c", OFF_TOPIC)
+    assert service.handle("c", "u", "kilde 1").text == messages.NO_SOURCES_IN_ANSWER["nb"]
+    service.ask("e", ENGLISH)
+    assert service.handle("e", "u", "kilde 9").text.startswith("That answer has sources")
 
 
-def test_gaps_group_count_and_order(store: FeedbackStore) -> None:
-    record = store.record
-    record("abstained", "telegram", "t1", answer_to("Hva er LIV?"))
-    record("abstained", "teams", "t2", answer_to("  hva er   LIV "))
-    record("abstained", "http", "t3", answer_to("HVA ER LIV!"))
-    record("down", "teams", "t4", answer_to("Hvem eier budsjettet?", citation(2, location=None)))
-    record("abstained", "telegram", "t5", answer_to("hvem eier budsjettet"))
-    record("down", "teams", "t6", answer_to("Hva er et fagmøte?", citation(3), citation(4)))
-    record("up", "teams", "t7", answer_to("Hva er MRS?", citation(1)))
-    record("asked", "teams", "t8", answer_to("Hva er et kontaktmøte?", citation(1)))
+def test_a_vote_on_an_unknown_turn_is_refused(service: ConversationService) -> None:
+    reply = service.handle("c", "u", Vote("nope", True))
+    assert (reply.kind, reply.text) == (ReplyKind.ERROR, messages.GONE["nb"])
+    assert service.handle("c", "u", "/bra").text == messages.NO_SOURCES_YET["nb"]
 
+
+# ---------------------------------------------------------------------------------------------
+# Feedback, the gap log and the report
+
+
+def test_feedback_stores_the_question_answer_and_citations(service: ConversationService) -> None:
+    answer = service.handle("c", "u", CHAIR, "telegram")
+    service.handle("c", "u", Vote(answer.turn_id or "", False), "telegram")
+    [event] = service.store.events("down")
+    assert (event.kind, event.channel, event.question) == ("down", "telegram", CHAIR)
+    assert event.answer == answer.answer.text  # type: ignore[union-attr]
+    assert event.citations[0]["location"] == "lysbilde 11"
+    # A second vote on the same answer replaces the first.
+    service.handle("c", "u", Vote(answer.turn_id or "", True), "telegram")
+    assert service.store.counts() == {"up": 1}
+
+
+def test_a_follow_up_vote_keeps_what_it_followed(service: ConversationService) -> None:
+    service.ask("c", CHAIR)
+    service.handle("c", "u", MINUTES)
+    assert service.handle("c", "u", "/dårlig").kind is ReplyKind.FEEDBACK
+    [event] = service.store.events("down")
+    assert (event.question, event.context) == (MINUTES, CHAIR)
+
+
+@pytest.mark.parametrize(
+    ("log", "kinds"),
+    [("off", set()), ("gaps", {"abstained"}), ("all", {"abstained", "asked"})],
+)
+def test_question_log(make_service, log: str, kinds: set[str]) -> None:  # type: ignore[no-untyped-def]
+    service = make_service(question_log=log)
+    service.ask("c", CHAIR)
+    service.ask("c", OFF_TOPIC)
+    assert set(service.store.counts()) == kinds
+
+
+def record(store: Store, kind: str, question: str, location: str = "lysbilde 11") -> None:
+    citations = [{"n": 1, "title": "Styringsdialogen", "source": "s.txt", "location": location}]
+    turn = f"t{len(store.events('up', 'down', 'abstained', 'asked'))}"
+    store.record(kind, "teams", turn, question, "svar", citations)  # type: ignore[arg-type]
+
+
+def test_gaps_group_count_and_order(store: Store) -> None:
+    record(store, "abstained", "Hva er X?")
+    record(store, "abstained", "hva er x")
+    record(store, "down", "Hva er Y?")
+    record(store, "down", "Hva er Y?", location="side 2")
+    record(store, "abstained", "Hva er Z?")
     found = gaps(store)
     assert [(g.question, g.abstained, g.unhelpful) for g in found] == [
-        ("Hva er LIV?", 3, 0),
-        ("Hvem eier budsjettet?", 1, 1),
-        ("Hva er et fagmøte?", 0, 1),
+        ("Hva er X?", 2, 0),
+        ("Hva er Y?", 0, 2),
+        ("Hva er Z?", 1, 0),
     ]
-    liv, budget, fagmote = found
-    assert liv.channels == "http, teams, telegram"
-    assert liv.sources == []
-    assert budget.sources == ["«Styringsdialogen»"]
-    assert fagmote.sources == ["«Styringsdialogen», lysbilde 3", "«Styringsdialogen», lysbilde 4"]
-    assert all(g.last_seen for g in found)
-    assert fagmote.to_dict()["channels"] == ["teams"]
+    assert found[1].sources == ["«Styringsdialogen», lysbilde 11", "«Styringsdialogen», side 2"]
+    record(store, "up", "Hva er Y?")  # a later 👍 clears the 👎
+    assert "Hva er Y?" not in [g.question for g in gaps(store)]
 
 
-def test_gap_lists_each_source_once(store: FeedbackStore) -> None:
-    for turn in ("t1", "t2"):
-        store.record("down", "teams", turn, answer_to("Hva er et fagmøte?", citation(3)))
-    [gap] = gaps(store)
-    assert (gap.unhelpful, gap.sources) == (2, ["«Styringsdialogen», lysbilde 3"])
+def test_retention_deletes_old_question_text_and_keeps_counts(store: Store, clock: Clock) -> None:
+    now = datetime.now(UTC).timestamp()
+    store.add_turn(StoredTurn("old", "c", now - 100 * 86400, "gammelt", {"a": 1}, None), 20)
+    store.add_turn(StoredTurn("new", "c", now + 10 * 86400, "nytt", {"a": 1}, None), 20)
+    record(store, "abstained", "Et gammelt spørsmål med et navn i?")
+    later = datetime.now(UTC) + timedelta(days=91)
+    assert store.purge(90, now=later) >= 1
+    [event] = store.events("abstained")
+    assert (event.question, event.answer, event.citations) == ("", "", [])
+    assert store.counts() == {"abstained": 1}
+    assert [g.question for g in gaps(store)] == [DELETED]
+    assert store.turn("c", "old") is None and store.turn("c", "new") is not None
+    assert store.purge(0) == 0
 
 
-def test_no_gaps_in_an_empty_store(store: FeedbackStore) -> None:
-    assert gaps(store) == []
+def test_the_service_purges_now_and_then(make_service, store: Store, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    service = make_service(retention_days=1)
+    store.record("abstained", "teams", "t", "Hei?", "svar", [])
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE events SET created = '2000-01-01T00:00:00+00:00'")
+    service.handle("c", "u", "/hjelp")
+    assert store.events("abstained")[0].question == ""
 
 
-def test_a_later_thumbs_up_clears_the_gap(store: FeedbackStore) -> None:
-    store.record("down", "teams", "t1", answer_to("Hva er et fagmøte?", citation(3)))
-    store.record("up", "teams", "t2", answer_to("hva er et fagmøte", citation(3)))
-    assert gaps(store) == []
-
-
-# ---------------------------------------------------------------------------------------------
-# `styringsbot report`
+def test_feedback_of_an_older_data_dir_is_imported_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / OLD_FEEDBACK_FILE) as old:
+        old.execute(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT, kind TEXT, channel TEXT,"
+            " turn TEXT, question TEXT, answer TEXT, citations TEXT)"
+        )
+        old.execute(
+            "INSERT INTO events VALUES (1, '2024-01-01T00:00:00+00:00', 'down', 'teams', 't1',"
+            " 'Hva er Q?', 'svar', '[]')"
+        )
+    store = Store.open(None, data)
+    assert [e.question for e in store.events("down")] == ["Hva er Q?"]
+    store.close()
+    store = Store.open(None, data)  # not twice
+    assert store.counts() == {"down": 1}
+    store.close()
 
 
 def fill_store(seed_engine, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """Two unanswered questions (one spelled differently), one 👎 and one 👍, via the service."""
-    service = ConversationService(seed_engine, store=FeedbackStore.in_data_dir(data_dir))
-    service.ask("r", OFF_TOPIC)
-    service.ask("r", OFF_TOPIC.lower().rstrip("?"), channel="telegram")
-    service.feedback("r", service.ask("r", CHAIR).id, helpful=False)
-    service.feedback("r", service.ask("r", MRS).id, helpful=True)
+    service = ConversationService(seed_engine, Store.open(None, data_dir))
+    service.handle("r", "u", OFF_TOPIC)
+    service.handle("r", "u", OFF_TOPIC.lower().rstrip("?"), "telegram")
+    service.handle("r", "u", Vote(service.handle("r", "u", CHAIR).turn_id or "", False))
+    service.handle("r", "u", Vote(service.handle("r", "u", MRS).turn_id or "", True))
     service.close()
 
 
@@ -565,39 +534,20 @@ def test_report_prints_the_summary_and_gaps(
     assert "    svarte med «Styringsdialogen – sånn gjør vi det her», lysbilde 11" in out
     assert out.index(OFF_TOPIC) < out.index(CHAIR)
     assert MRS not in out
-
-
-def test_report_json(seed_engine, report_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    fill_store(seed_engine, report_dir)
     assert main(["report", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(g["question"], g["abstained"], g["unhelpful"]) for g in report] == [
         (OFF_TOPIC, 2, 0),
         (CHAIR, 0, 1),
     ]
-    assert report[0]["channels"] == ["telegram", "terminal"]
-    assert report[1]["sources"][0] == "«Styringsdialogen – sånn gjør vi det her», lysbilde 11"
 
 
 def test_report_without_a_store(report_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report"]) == 0
-    out = capsys.readouterr().out
-    assert out == "Ingen tilbakemeldinger eller ubesvarte spørsmål er lagret ennå.\n"
+    assert capsys.readouterr().out == (
+        "Ingen tilbakemeldinger eller ubesvarte spørsmål er lagret ennå.\n"
+    )
     assert not (report_dir / FILE_NAME).exists()
-
-
-def test_report_of_a_store_without_gaps(
-    report_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    store = FeedbackStore.in_data_dir(report_dir)
-    store.record("up", "teams", "t1", answer_to(MRS, citation(1)))
-    store.close()
-    assert main(["report"]) == 0
-    out = capsys.readouterr().out
-    assert "Tilbakemeldinger: 1 👍, 0 👎. Spørsmål uten svar: 0." in out
-    assert "Ingen kunnskapshull å vise." in out
-    assert main(["report", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,7 +561,10 @@ def test_chat_session(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # type: ignore[no-untyped-def]
-    data_dir = seed_engine.settings.data_dir
+    data_dir = in_tmp_cwd / "chat-data"
+    import shutil
+
+    shutil.copytree(seed_engine.settings.data_dir, data_dir)
     monkeypatch.setenv("STYRINGSBOT_DATA_DIR", str(data_dir))
     monkeypatch.setenv("STYRINGSBOT_KNOWLEDGE_DIR", str(seed_knowledge))
     typed = [CHAIR, MINUTES, "/kilde 1", "/bra", "", "/kilde 9", "/foo", "/ny", "/kilde 1"]
@@ -628,17 +581,16 @@ def test_chat_session(
         "[1] «Styringsdialogen – sånn gjør vi det her», lysbilde 11\n"
         "(styringsdialogen-sann-gjor-vi-det-her-2019.txt)",  # /kilde 1
         "Takk for tilbakemeldingen! 👍",
-        "Det svaret har kilde 1 til 1; prøv en av dem.",
-        "Ukjent kommando; /hjelp viser hva som finnes.",
-        "Ny samtale.",
-        NO_SOURCES_YET["nb"],
-        "/slutt     avslutt",
+        "Det svaret har kilde 1 til",
+        "Den kommandoen kjenner jeg ikke; /hjelp viser hva jeg kan.",
+        messages.NEW_CONVERSATION["nb"],
+        messages.NO_SOURCES_YET["nb"],
+        "/slutt – Avslutt",
     ]
     positions = [out.find(piece) for piece in pieces]
     assert -1 not in positions, [p for p, at in zip(pieces, positions, strict=True) if at < 0]
     assert positions == sorted(positions)
-
-    store = FeedbackStore.in_data_dir(data_dir)
+    store = Store.open(None, data_dir)
     try:
         assert MINUTES in [e.question for e in store.events("up")]
     finally:
@@ -646,38 +598,7 @@ def test_chat_session(
 
 
 # ---------------------------------------------------------------------------------------------
-# RateLimiter
-
-
-def test_rate_limiter_sliding_window(clock: Clock) -> None:
-    limiter = RateLimiter(3, 60, clock=clock)
-    assert limiter.retry_after("u") == 0.0
-    assert [limiter.allow("u") for _ in range(4)] == [True, True, True, False]
-    assert limiter.retry_after("u") == 60.0
-    clock.advance(59)
-    assert not limiter.allow("u")
-    assert limiter.retry_after("u") == pytest.approx(1.0)
-    clock.advance(1)
-    assert limiter.allow("u")
-
-
-def test_rate_limiter_keys_are_independent(clock: Clock) -> None:
-    limiter = RateLimiter(1, 60, clock=clock)
-    assert limiter.allow("a")
-    assert not limiter.allow("a")
-    assert limiter.allow("b")
-    assert limiter.retry_after("b") == 60.0
-
-
-def test_rate_limiter_zero_is_unlimited(clock: Clock) -> None:
-    limiter = RateLimiter(0, 60, clock=clock)
-    assert all(limiter.allow("u") for _ in range(1000))
-    assert limiter.retry_after("u") == 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
+# Rendering: every channel draws the same structured Answer
 
 ALLOWED_TAGS = {"b", "i", "blockquote"}
 
@@ -708,7 +629,7 @@ class TelegramHTML(HTMLParser):
 
 
 def parse_telegram(message: str) -> TelegramHTML:
-    assert len(message) <= render.TELEGRAM_LIMIT
+    assert len(message) <= telegram_render.TELEGRAM_LIMIT
     assert not re.search(r"&(?!amp;|lt;|gt;)", message), message  # every & is escaped
     parser = TelegramHTML()
     parser.feed(message)
@@ -717,111 +638,12 @@ def parse_telegram(message: str) -> TelegramHTML:
     return parser
 
 
-def elements(messages: list[str], tag: str) -> list[str]:
-    return [text for m in messages for name, text in parse_telegram(m).elements if name == tag]
+def elements(rendered: list[str], tag: str) -> list[str]:
+    return [text for m in rendered for name, text in parse_telegram(m).elements if name == tag]
 
 
-def visible(messages: list[str]) -> str:
-    return "\n\n".join("".join(parse_telegram(m).text) for m in messages)
-
-
-NASTY_TITLE = "Rapport <b>fet</b> & *stjerne* _under_ [lenke](http://x)"
-NASTY_QUOTE = "Sitat med <i>tagg</i>, & og *markdown* _her_."
-
-
-def nasty_answer(language: str = "nb") -> Answer:
-    lead = citation(1, NASTY_TITLE, quote=NASTY_QUOTE, text=f"Avsnitt <1> & *a*.\n\n{NASTY_QUOTE}")
-    other = citation(2, f"Annen {NASTY_TITLE}", quote=f"Andre {NASTY_QUOTE}", location="side 4")
-    answer = answer_to("Hva?", lead, other, language=language)
-    answer.guide_lines = ["Kort svar <med> & tegn. [1]"]
-    return answer
-
-
-def test_telegram_answer_of_a_real_answer(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask(CHAIR)
-    assert len(answer.citations) > 1
-    messages = render.telegram_answer(answer)
-    lead, *others = answer.citations
-    assert f"«{lead.quote}» [1]" in elements(messages, "i")
-    assert elements(messages, "blockquote") == [f"«{c.quote}»" for c in others]
-    assert elements(messages, "b") == [f"Ifølge {render.where(lead, 'nb')}:", "Kilder:"]
-    assert answer.guide_lines[0] in visible(messages)
-
-
-def test_telegram_folds_the_criteria_of_a_decision_aid(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask("Er et kontaktmøte styring?")
-    header = next(line for line in answer.guide_lines if line.endswith(":"))
-    criteria = answer.guide_lines[answer.guide_lines.index(header) + 1 :]
-    assert criteria
-    messages = render.telegram_answer(answer)
-    assert header in elements(messages, "b")
-    # The criteria, one per line, in one expandable quote; the verdict stays in view.
-    assert elements(messages, "blockquote")[0] == "\n".join(criteria)
-    assert "<blockquote expandable>" in messages[0]
-    assert answer.guide_lines[0] in visible(messages).split("\n\n")[0]
-
-
-def test_teams_card_folds_the_criteria_of_a_decision_aid(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask("Er et kontaktmøte styring?")
-    header = next(line for line in answer.guide_lines if line.endswith(":"))
-    criteria = answer.guide_lines[answer.guide_lines.index(header) + 1 :]
-    body = render.teams_card(answer, "t1")["body"]
-    [hidden] = [e for e in body if e["type"] == "Container" and e.get("isVisible") is False]
-    shown = [run["text"] for block in hidden["items"] for run in block["inlines"]]
-    assert shown == criteria
-    toggles = [
-        action
-        for e in body
-        if e["type"] == "ActionSet"
-        for action in e["actions"]
-        if action["type"] == "Action.ToggleVisibility"
-    ]
-    assert [t["targetElements"] for t in toggles] == [[hidden["id"]]]
-
-
-def test_telegram_answer_escapes_source_text() -> None:
-    messages = render.telegram_answer(nasty_answer())
-    raw = "\n".join(messages)
-    assert "&lt;b&gt;fet&lt;/b&gt; &amp; *stjerne* _under_ [lenke](http://x)" in raw
-    assert elements(messages, "i") == [f"«{NASTY_QUOTE}» [1]"]
-    assert elements(messages, "blockquote") == [f"«Andre {NASTY_QUOTE}»"]
-    text = visible(messages)
-    assert "Kort svar <med> & tegn. [1]" in text
-    assert f"[2] «Annen {NASTY_TITLE}», side 4" in text
-
-
-def test_telegram_answer_in_english(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask(ENGLISH)
-    assert answer.language == "en"
-    bold = elements(render.telegram_answer(answer), "b")
-    assert bold[0].startswith("According to «") and bold[0].endswith("(quoted in Norwegian):")
-    assert "Sources:" in bold
-    assert "slide 11" in bold[0]
-
-
-def test_telegram_answer_of_an_abstained_answer(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    answer = seed_engine.ask(OFF_TOPIC)
-    assert render.telegram_answer(answer) == [html.escape(answer.text, quote=False)]
-    answer.text = "Ingen svar på <b>x</b> & y."
-    assert render.telegram_answer(answer) == ["Ingen svar på &lt;b&gt;x&lt;/b&gt; &amp; y."]
-
-
-def test_telegram_splits_long_sources_between_tags() -> None:
-    long_quote = "Dette er en setning med & og <tagg> i seg. " * 300
-    answer = answer_to("Hva?", citation(1), citation(2, quote=long_quote.strip()))
-    messages = render.telegram_answer(answer)
-    assert len(messages) > 1
-    quoted = "".join(elements(messages, "blockquote"))
-    assert quoted.replace(" ", "") == f"«{long_quote.strip()}»".replace(" ", "")
-
-    view = SourceView("t", citation(1, text="\n\n".join([long_quote] * 3)), "nb")
-    source_messages = render.telegram_source(view)
-    assert len(source_messages) > 3
-    assert visible(source_messages).count("<tagg>") == 900
-
-
-def test_telegram_text_escapes() -> None:
-    assert render.telegram_text("a < b\n\nc & d") == ["a &lt; b\n\nc &amp; d"]
+def visible(rendered: list[str]) -> str:
+    return "\n\n".join("".join(parse_telegram(m).text) for m in rendered)
 
 
 def nodes(tree: Any) -> Iterator[dict[str, Any]]:
@@ -838,93 +660,240 @@ def texts(card: dict[str, Any], kind: str) -> list[str]:
     return [node["text"] for node in nodes(card) if node.get("type") == kind]
 
 
-def test_teams_card_puts_source_text_in_text_runs_only() -> None:
-    answer = nasty_answer()
-    card = render.teams_card(answer, "turn123")
-    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.5")
+def citation(n: int, title: str = "Styringsdialogen", **fields: Any) -> Citation:
+    values = {"source": "s.txt", "location": f"lysbilde {n}", "text": f"Avsnitt {n}.",
+              "quote": f"Sitat {n}."} | fields  # fmt: skip
+    return Citation(n=n, title=title, **values)
+
+
+NASTY_TITLE = "Rapport <b>fet</b> & *stjerne* _under_ [lenke](http://x)"
+NASTY_QUOTE = "Sitat med <i>tagg</i>, & og *markdown* _her_."
+
+
+def made_by_hand(language: str = "nb", confident: bool = True) -> Answer:
+    """An Answer made without the extractive answerer (as a generated answer would be):
+    statements in its own words, each citing passages, with hostile text everywhere."""
+    lead = citation(1, NASTY_TITLE, quote=NASTY_QUOTE, text=f"Avsnitt <1> & *a*.\n\n{NASTY_QUOTE}")
+    other = citation(2, f"Annen {NASTY_TITLE}", quote=f"Andre {NASTY_QUOTE}", location="side 4")
+    return Answer(
+        question="Hva?",
+        language=language,
+        abstained=False,
+        statements=[
+            Statement("Første påstand <med> & tegn.", (1,)),
+            Statement("Andre påstand, fra kilde 2.", (2,)),
+            Statement(NASTY_QUOTE, (1,), verbatim=True),
+        ],
+        citations=[lead, other],
+        confident=confident,
+    )
+
+
+def test_every_renderer_draws_the_structure_alone() -> None:
+    answer = made_by_hand()
+    statements = ["Første påstand <med> & tegn. [1]", "Andre påstand, fra kilde 2. [2]"]
+    text = plain.answer(answer)
+    for statement in statements:
+        assert statement in text
+    shown = visible(telegram_render.answer(answer))
+    for statement in statements:
+        assert statement in shown
+    card = teams_render.card(answer, "turn123")
     runs = "\n".join(texts(card, "TextRun"))
-    blocks = texts(card, "TextBlock")
-    assert blocks == ["Kilder:"]
-    derived = [*answer.guide_lines]
-    for c in answer.citations:
-        derived += [c.title, c.quote, c.location or "", *c.text.split("\n\n")]
-    for text in derived:
-        assert text in runs
-        assert not any(text in block for block in blocks)
+    for statement in statements:
+        assert statement in runs
+    assert card["fallbackText"] == text
+    assert statements[0].rsplit(" [", 1)[0] in card["speak"]
 
 
-def test_teams_card_feedback_buttons_carry_the_turn() -> None:
-    card = render.teams_card(nasty_answer("en"), "turn123")
-    submits = [a for a in card["actions"] if a["type"] == "Action.Submit"]
-    assert [a["data"][render.ACTION_KEY] for a in submits] == [
-        {"action": "feedback", "turn": "turn123", "helpful": True},
-        {"action": "feedback", "turn": "turn123", "helpful": False},
-    ]
-    assert [a["title"] for a in submits] == ["👍 Helpful", "👎 Not helpful"]
+def test_telegram_escapes_and_folds_the_sources() -> None:
+    rendered = telegram_render.answer(made_by_hand())
+    raw = "\n".join(rendered)
+    assert "&lt;b&gt;fet&lt;/b&gt; &amp; *stjerne* _under_ [lenke](http://x)" in raw
+    assert elements(rendered, "i") == [f"«{NASTY_QUOTE}» [1]"]
+    assert elements(rendered, "blockquote") == [f"«Andre {NASTY_QUOTE}»"]
+    assert f"[2] «Annen {NASTY_TITLE}», side 4" in visible(rendered)
+
+
+def test_telegram_answer_of_a_real_answer(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask(CHAIR)
+    assert len(answer.citations) > 1
+    rendered = telegram_render.answer(answer)
+    lead, *others = answer.citations
+    assert f"«{answer.quote.text}» [1]" in elements(rendered, "i")
+    assert elements(rendered, "blockquote") == [f"«{c.quote}»" for c in others]
+    where = messages.where(lead.title, lead.location, "nb")
+    assert elements(rendered, "b") == [f"Ifølge {where}:", "Kilder:"]
+    assert answer.statements[0].text in visible(rendered)
+
+
+def test_the_criteria_of_a_decision_aid_fold(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask("Er et kontaktmøte styring?")
+    assert answer.criteria
+    lines = [f"• {c.text} " + "".join(f"[{n}]" for n in c.cites) for c in answer.criteria]
+    rendered = telegram_render.answer(answer)
+    assert messages.LABELS["nb"]["criteria"] in elements(rendered, "b")
+    assert elements(rendered, "blockquote")[0] == "\n".join(lines)
+    assert answer.statements[0].text in visible(rendered).split("\n\n")[0]
+    body = teams_render.card(answer, "t1")["body"]
+    [hidden] = [e for e in body if e["type"] == "Container" and e.get("isVisible") is False]
+    assert [run["text"] for block in hidden["items"] for run in block["inlines"]] == lines
+    toggles = [a for e in body if e["type"] == "ActionSet" for a in e["actions"]
+               if a["type"] == "Action.ToggleVisibility"]  # fmt: skip
+    assert [t["targetElements"] for t in toggles] == [[hidden["id"]]]
+
+
+def test_an_english_answer_in_every_rendering(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    answer = seed_engine.ask(ENGLISH)
+    bold = elements(telegram_render.answer(answer), "b")
+    assert bold[0].startswith("According to «") and bold[0].endswith("(quoted in Norwegian):")
+    assert "slide 11" in bold[0] and "Sources:" in bold
+    card = teams_render.card(answer, "t")
+    assert card["lang"] == "en-GB"
+    assert [a["title"] for a in card["actions"]] == ["👍 Helpful", "👎 Not helpful"]
     assert texts(card, "TextBlock") == ["Sources:"]
 
 
-def test_teams_card_of_an_abstained_answer(seed_engine) -> None:  # type: ignore[no-untyped-def]
+def test_an_abstained_answer_in_every_rendering(seed_engine) -> None:  # type: ignore[no-untyped-def]
     answer = seed_engine.ask(OFF_TOPIC)
-    card = render.teams_card(answer, "t1")
-    assert texts(card, "TextRun") == [answer.text]
-    assert texts(card, "TextBlock") == []
-    assert len(card["actions"]) == 2
+    assert answer.abstained and answer.related
+    assert plain.answer(answer).startswith(messages.NO_ANSWER["nb"])
+    shown = visible(telegram_render.answer(answer))
+    assert shown.startswith(messages.NO_ANSWER["nb"])
+    assert messages.where(answer.related[0].title, answer.related[0].location, "nb") in shown
+    card = teams_render.card(answer, "t1")
+    assert texts(card, "TextRun")[0] == messages.NO_ANSWER["nb"]
+    assert "actions" not in card  # nothing to vote on
+    assert telegram_render.keyboard(_reply_of(answer)) is None
 
 
-def test_plain_source(service: ConversationService) -> None:
-    turn = service.ask("c", CHAIR)
-    citation = turn.answer.citations[0]
-    text = render.plain_source(service.source("c", 1))
-    for piece in (citation.title, "lysbilde 11", citation.source, citation.text):
+def _reply_of(answer: Answer):  # type: ignore[no-untyped-def]
+    from bot.conversation import Reply
+
+    return Reply(ReplyKind.ANSWER, answer.language, answer=answer, turn_id="t1")
+
+
+def test_an_unsure_answer_opens_with_the_caveat() -> None:
+    answer = made_by_hand(confident=False)
+    caveat = messages.CAVEAT["nb"]
+    assert plain.answer(answer).startswith(caveat)
+    assert telegram_render.answer(answer)[0].startswith(f"<i>{caveat}</i>")
+    card = teams_render.card(answer, "t")
+    assert card["body"][0]["inlines"][0]["text"] == caveat
+    assert card["speak"].startswith(caveat)
+
+
+def test_teams_card_keeps_document_text_out_of_text_blocks() -> None:
+    answer = made_by_hand()
+    card = teams_render.card(answer, "turn123")
+    assert (card["type"], card["version"], card["lang"]) == ("AdaptiveCard", "1.5", "nb-NO")
+    runs = "\n".join(texts(card, "TextRun"))
+    blocks = texts(card, "TextBlock")
+    assert blocks == ["Kilder:"]
+    for c in answer.citations:
+        for piece in (c.title, c.quote, c.location or "", *c.text.split("\n\n")):
+            assert piece in runs
+            assert not any(piece in block for block in blocks)
+    submits = [a for a in card["actions"] if a["type"] == "Action.Submit"]
+    assert [a["data"][teams_render.ACTION_KEY] for a in submits] == [
+        {"action": "feedback", "turn": "turn123", "helpful": True},
+        {"action": "feedback", "turn": "turn123", "helpful": False},
+    ]
+    # One button per source, each naming its source for a screen reader.
+    shows = [n["title"] for n in nodes(card) if n.get("type") == "Action.ShowCard"]
+    assert shows == ["Vis hele kilde 1", "Vis hele kilde 2"]
+    voted = teams_render.card(answer, "turn123", voted=True)
+    assert "actions" not in voted
+    assert texts(voted, "TextBlock")[-1] == "Du svarte: 👍 Nyttig"
+
+
+def test_telegram_splits_long_sources_between_tags() -> None:
+    long_quote = "Dette er en setning med & og <tagg> i seg. " * 300
+    answer = Answer(
+        question="Hva?", language="nb", abstained=False,
+        statements=[Statement("Sitat 1.", (1,), verbatim=True)],
+        citations=[citation(1), citation(2, quote=long_quote.strip())],
+    )  # fmt: skip
+    rendered = telegram_render.answer(answer)
+    assert len(rendered) > 1
+    quoted = "".join(elements(rendered, "blockquote"))
+    assert quoted.replace(" ", "") == f"«{long_quote.strip()}»".replace(" ", "")
+    view = SourceView("t", citation(1, text="\n\n".join([long_quote] * 3)), "nb")
+    source_messages = telegram_render.source(view)
+    assert len(source_messages) > 3
+    assert visible(source_messages).count("<tagg>") == 900
+    assert telegram_render.text("a < b\n\nc & d") == ["a &lt; b\n\nc &amp; d"]
+
+
+def test_plain_source_and_the_related_passages_of_an_abstained_answer(
+    service: ConversationService,
+) -> None:
+    service.ask("c", CHAIR)
+    view = service.source("c", 1)
+    text = plain.source(view)
+    for piece in (view.citation.title, "lysbilde 11", view.citation.source, view.citation.text):
         assert piece in text
-    assert render.plain(turn.answer) == turn.answer.text
-
-
-def test_help_text_prefix() -> None:
-    bare = render.help_text("nb", prefix="")
-    assert "kilde N viser" in bare
-    assert "/kilde" not in bare and "/ny" not in bare
-    assert "/kilde N viser" in render.help_text("nb")
-    assert "/kilde N shows" in render.help_text("en")
-    assert render.say(render.NEW_CONVERSATION, "de") == render.NEW_CONVERSATION["nb"]
+    related = Related("T", "t.txt", "side 2", "…")
+    answer = Answer("Q?", "en", True, related=[related])
+    assert (
+        plain.answer(answer)
+        == f"{messages.NO_ANSWER['en']}\n\n{messages.RELATED['en']}\n• «T», page 2"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
-# Async use
+# Workers and the answer cache
 
 
-def test_run_answers_off_the_event_loop(service: ConversationService) -> None:
-    turn = asyncio.run(service.run(service.ask, "c", MRS))
-    assert "mål- og resultatstyring" in turn.answer.text
-    assert service.last_turn("c") == turn
+class CountingEngine:
+    """The real engine, counting how often it is asked (and by how many threads at once)."""
+
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        self._engine = engine
+        self.asked = 0
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def ask(self, *args: Any, **kwargs: Any) -> Answer:
+        with self._lock:
+            self.asked += 1
+            self.threads.add(threading.current_thread().name)
+        return self._engine.ask(*args, **kwargs)
 
 
-def test_run_serializes_calls_on_one_worker(service: ConversationService) -> None:
+def test_a_repeated_question_is_answered_from_the_cache(
+    seed_engine, store: Store, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    engine = CountingEngine(seed_engine)
+    service = ConversationService(engine, store, clock=clock, cache_seconds=300)  # type: ignore[arg-type]
+    first = service.handle("a", "u", CHAIR)
+    again = service.handle("b", "v", "  hvem LEDER etatsstyringsmøtet? ")
+    assert engine.asked == 1
+    assert again.answer is first.answer and again.turn_id != first.turn_id
+    # Another context, or the cache's time past: asked again.
+    service.handle("a", "u", MINUTES)
+    assert engine.asked == 2
+    clock.advance(301)
+    service.handle("c", "w", CHAIR)
+    assert engine.asked == 3
+
+
+def test_answers_run_on_a_bounded_pool_off_the_event_loop(seed_engine, store: Store) -> None:  # type: ignore[no-untyped-def]
+    engine = CountingEngine(seed_engine)
+    service = ConversationService(engine, store, workers=2, cache_seconds=0)  # type: ignore[arg-type]
     questions = [CHAIR, MRS, OFF_TOPIC, "Hva er et fagmøte?", ENGLISH] * 2
-    expected = {q: service.engine.ask(q).text for q in set(questions)}
-    threads: set[str] = set()
-    active = 0
-    overlaps = 0
-    guard = threading.Lock()
+    expected = {q: seed_engine.ask(q).text for q in set(questions)}
 
-    def ask(chat: str, question: str) -> conversation.Turn:
-        nonlocal active, overlaps
-        with guard:
-            active += 1
-            overlaps += active > 1
-            threads.add(threading.current_thread().name)
-        try:
-            return service.ask(chat, question)
-        finally:
-            with guard:
-                active -= 1
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(
+            *(service.reply(f"chat{i}", None, q) for i, q in enumerate(questions))
+        )
 
-    async def all_at_once() -> list[conversation.Turn]:
-        calls = [service.run(ask, f"chat{i}", q) for i, q in enumerate(questions)]
-        return await asyncio.gather(*calls)
-
-    turns = asyncio.run(all_at_once())
-    assert [t.answer.text for t in turns] == [expected[q] for q in questions]
-    assert overlaps == 0
-    assert len(threads) == 1 and threads.pop().startswith("styringsbot")
+    replies = asyncio.run(all_at_once())
+    assert [r.answer.text for r in replies] == [expected[q] for q in questions]
+    assert 1 <= len(engine.threads) <= 2
+    assert all(name.startswith("styringsbot") for name in engine.threads)
+    service.close()

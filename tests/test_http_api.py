@@ -7,105 +7,30 @@ Every test serves `create_app()` on a random port of 127.0.0.1 and talks to it w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+from app_server import Server, call
 from conftest import (
     ANSWER_KEYS,
     CITATION_KEYS,
     PASSAGE_KEYS,
     console_script,
-    make_settings,
     subprocess_env,
 )
-
-from bot.channels.http import create_app
-from bot.conversation import ConversationService
-from bot.feedback import FeedbackStore
-
-T = TypeVar("T")
 
 QUESTION = "Hvem leder etatsstyringsmøtet?"
 FOLLOW_UP = "og hvem skriver referatet?"
 OUT_OF_SCOPE = "Hva er hovedstaden i Frankrike?"
-
-
-@contextlib.asynccontextmanager
-async def running(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on a random port of 127.0.0.1; yields its base URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-class Server:
-    """A fresh service and settings for one `create_app()`; `run` serves it for one scenario."""
-
-    def __init__(
-        self, engine: Any, root: Path, knowledge: Path, question_log: str = "gaps", **settings: Any
-    ) -> None:
-        self.store = FeedbackStore(root / "fb.sqlite3")
-        self.service = ConversationService(engine, store=self.store, question_log=question_log)
-        self.settings = make_settings(
-            root / "data", knowledge, **{"teams_allow_anonymous": True, **settings}
-        )
-
-    def run(self, scenario: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
-        async def main() -> T:
-            async with (
-                running(create_app(self.service, self.settings)) as url,
-                aiohttp.ClientSession(url) as client,
-            ):
-                return await scenario(client)
-
-        return asyncio.run(main())
-
-    def events(self, *kinds: str) -> list[Any]:
-        return self.store.events(*kinds)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def make_server(
-    seed_engine: Any, seed_knowledge: Path, tmp_path: Path
-) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def make(**options: Any) -> Server:
-        root = tmp_path / f"server{len(servers)}"
-        root.mkdir()
-        servers.append(Server(seed_engine, root, seed_knowledge, **options))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.service.close()
-
-
-async def call(
-    client: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
-) -> tuple[int, Any]:
-    """One request; the answer must be JSON whatever the status. Returns (status, body)."""
-    async with client.request(method, path, **kwargs) as response:
-        text = await response.text()
-        assert response.content_type == "application/json", (response.status, text[:300])
-        return response.status, json.loads(text)
 
 
 async def ask(client: aiohttp.ClientSession, payload: Any, **kwargs: Any) -> tuple[int, Any]:
@@ -122,7 +47,8 @@ def assert_error(status: int, body: Any, expected: int) -> None:
 
 
 def assert_ask_shape(body: Any) -> None:
-    assert set(body) == ANSWER_KEYS, body
+    # In a conversation the answer also names its turn, for /api/feedback.
+    assert set(body) - {"turn_id"} == ANSWER_KEYS, body
     assert isinstance(body["answer"], str) and isinstance(body["abstained"], bool)
     for citation in body["citations"]:
         assert set(citation) == CITATION_KEYS
@@ -417,3 +343,255 @@ def test_serve_refuses_anonymous_teams_with_an_app_id(
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith("Feil: ") and "TEAMS_ALLOW_ANONYMOUS" in lines[0]
+
+
+# -- hostile requests, each answered at once with one sentence -------------------------------
+
+
+def _raw(port: int, head: bytes, body: bytes = b"", *more: bytes) -> tuple[int, dict[str, Any]]:
+    """Send bytes as they are (no client library smoothing them); returns (status, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + body)
+        for part in more:
+            sock.sendall(part)
+        received = b""
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    status_line, _, rest = received.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert b"charset=utf-8" in headers.lower(), headers
+    return int(status_line.split()[1]), json.loads(payload.decode("utf-8"))
+
+
+def _post(body: bytes, *headers: str) -> bytes:
+    lines = ["POST /api/ask HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+             *headers, f"Content-Length: {len(body)}", "", ""]  # fmt: skip
+    return "\r\n".join(lines).encode()
+
+
+CHUNKED = _post(b"", "Transfer-Encoding: chunked").replace(b"Content-Length: 0\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "body", "more", "status"),
+    [
+        ("nested 2000 deep", None, b'{"question": ' + b"[" * 2000 + b"]" * 2000 + b"}", (), 400),
+        ("a lone surrogate", None, b'{"question": "\\ud800"}', (), 400),
+        ("a false gzip encoding", "Content-Encoding: gzip", b'{"question": "Hva?"}', (), 400),
+        ("not UTF-8", None, '{"question": "Hvem leder møtet?"}'.encode("latin-1"), (), 400),
+        (
+            "10 MB chunked",
+            "chunked",
+            b"",
+            (b"".join(b"10000\r\n" + b"x" * 0x10000 + b"\r\n" for _ in range(160)) + b"0\r\n\r\n",),
+            413,
+        ),
+    ],
+)
+def test_hostile_bodies_get_a_4xx_at_once(
+    make_server: Callable[..., Server], name: str, head: str | None, body: bytes,
+    more: tuple[bytes, ...], status: int, caplog: pytest.LogCaptureFixture,
+):  # fmt: skip
+    server = make_server()
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[int, Any]:
+        port = int(str(client._base_url).rsplit(":", 1)[1])
+        if head == "chunked":
+            request = CHUNKED
+        else:
+            request = _post(body, head) if head else _post(body)
+            body_ = b"" if head == "chunked" else body
+            return await asyncio.to_thread(_raw, port, request, body_, *more)
+        started = time.monotonic()
+        answer = await asyncio.to_thread(_raw, port, request, b"", *more)
+        assert time.monotonic() - started < 5, name
+        return answer
+
+    got, error = server.run(scenario)
+    assert got == status, (name, error)
+    assert set(error) == {"error"} and "\n" not in error["error"]
+    assert "Traceback" not in caplog.text
+
+
+def test_a_body_that_never_ends_gets_408(make_server: Callable[..., Server]):
+    server = make_server()
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[int, Any]:
+        port = int(str(client._base_url).rsplit(":", 1)[1])
+        return await asyncio.to_thread(_raw, port, CHUNKED, b'5\r\n{"que\r\n')
+
+    status, error = server.run(scenario)
+    assert status == 408 and "seconds" in error["error"]
+
+
+# -- feedback, readiness, timing --------------------------------------------------------------
+
+
+def test_feedback_on_an_api_answer(make_server: Callable[..., Server]):
+    server = make_server()
+
+    async def scenario(client: aiohttp.ClientSession) -> list[tuple[int, Any]]:
+        _, answer = await ask(client, {"question": QUESTION, "conversation_id": "k"})
+        vote = {"conversation_id": "k", "turn_id": answer["turn_id"], "helpful": False}
+        return [
+            await call(client, "POST", "/api/feedback", json=vote),
+            await call(client, "POST", "/api/feedback", json={**vote, "turn_id": "nope"}),
+            await call(client, "POST", "/api/feedback", json={"turn_id": "x", "helpful": 1}),
+        ]
+
+    (ok, thanks), (gone, missing), (bad, wrong) = server.run(scenario)
+    assert (ok, thanks) == (
+        200,
+        {"thanks": "Takk! Svaret er merket som ikke godt nok, så det kan bli bedre. 👎"},
+    )
+    assert_error(gone, missing, 404)
+    assert_error(bad, wrong, 400)
+    assert [e.question for e in server.events("down")] == [QUESTION]
+
+
+def test_readyz_and_server_timing_with_the_cache(make_server: Callable[..., Server]):
+    server = make_server()
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[Any, list[float]]:
+        ready = await call(client, "GET", "/readyz")
+        timings = []
+        for _ in range(3):
+            async with client.post("/api/ask", json={"question": QUESTION}) as response:
+                await response.read()
+                timing = response.headers["Server-Timing"]
+                timings.append(float(timing.split("dur=")[1]))
+        return ready, timings
+
+    (status, ready), timings = server.run(scenario)
+    assert status == 200 and ready == {"ready": True, "index": True, "store": True}
+    # The same question again comes from the answer cache: a couple of milliseconds at most.
+    assert min(timings[1:]) < timings[0]
+
+
+def test_readyz_says_when_the_store_is_down(make_server: Callable[..., Server], tmp_path: Path):
+    server = make_server()
+    path = Path(server.store.url.removeprefix("sqlite:///"))
+    server.store._engine.dispose()
+    for leftover in path.parent.glob(path.name + "*"):
+        leftover.unlink()
+    path.write_bytes(b"this is not an SQLite database " * 200)  # a damaged store file
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[int, Any]:
+        return await call(client, "GET", "/readyz")
+
+    status, body = server.run(scenario)
+    assert status == 503 and body == {"ready": False, "index": True, "store": False}
+
+
+# -- a restart between a question and what follows it ------------------------------------------
+
+
+class Connector:
+    """A local serviceUrl that stands in for Azure's Bot Connector: it records what the bot
+    sends (replies to a Teams conversation) and answers like the connector."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                body = json.dumps({"id": f"reply{len(received)}"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_PUT = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _teams(base: str, connector: Connector, text: str) -> None:
+    activity = {
+        "type": "message", "id": f"m{time.monotonic_ns()}", "channelId": "msteams",
+        "serviceUrl": connector.url, "text": text, "locale": "nb-NO",
+        "from": {"id": "user-1", "name": "Kari"}, "recipient": {"id": "bot-1", "name": "Bot"},
+        "conversation": {"id": "conv-1", "conversationType": "personal"},
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/api/messages", data=json.dumps(activity).encode(), headers=JSON
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status in (200, 202), response.status
+
+
+def _until_up(process: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            _http(f"{base}/healthz")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "serve did not come up within 60 s"
+            time.sleep(0.25)
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_restarting_serve_keeps_the_conversations(
+    seed_engine: Any, seed_knowledge: Path, tmp_path: Path
+):
+    database = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    env = {"STYRINGSBOT_DATABASE_URL": database, "TEAMS_ALLOW_ANONYMOUS": "true"}
+    connector = Connector()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        first = _serve(seed_engine, seed_knowledge, tmp_path, port, **env)
+        try:
+            _until_up(first, base)
+            status, answer = _http(
+                f"{base}/api/ask", {"question": QUESTION, "conversation_id": "k"}
+            )
+            assert status == 200
+            _teams(base, connector, QUESTION)
+        finally:
+            _stop(first)
+
+        second = _serve(seed_engine, seed_knowledge, tmp_path, port, **env)
+        try:
+            _until_up(second, base)
+            vote = {"conversation_id": "k", "turn_id": answer["turn_id"], "helpful": True}
+            assert _http(f"{base}/api/feedback", vote)[0] == 200
+            status, follow = _http(
+                f"{base}/api/ask", {"question": FOLLOW_UP, "conversation_id": "k"}
+            )
+            assert status == 200 and "utkast skrives av" in follow["lead"].lower()
+            _teams(base, connector, "kilde 1")
+        finally:
+            _stop(second)
+    finally:
+        connector.close()
+    cards = [a["attachments"][0]["content"] for a in connector.received if a.get("attachments")]
+    assert len(cards) == 2  # the answer before the restart, the source after it
+    source_runs = json.dumps(cards[1], ensure_ascii=False)
+    assert "Ledes av kommunaldirektør" in source_runs and "[1]" in source_runs

@@ -102,8 +102,9 @@ def test_a_follow_up_question_searches_with_the_previous_one(seed_engine) -> Non
     assert turn.context is not None and turn.context.topic == "Etatsstyringsmøte"
     assert any("utkast skrives av byrådsavdelingen" in p.text for p in follow_up.passages[:3])
     # The role guide answers what the follow-up asks (the minutes), not the first question.
-    assert follow_up.guide_lines and "Referat" in follow_up.guide_lines[0]
-    assert not any("Ledes av" in line for line in follow_up.guide_lines)
-    assert service.last_turn("chat") is turn
+    guide = [s.text for s in follow_up.statements if not s.verbatim]
+    assert guide and "Referat" in guide[0]
+    assert not any("Ledes av" in line for line in guide)
+    assert service.last_turn("chat").id == turn.id  # type: ignore[union-attr]
     service.forget("chat")
     assert service.last_turn("chat") is None

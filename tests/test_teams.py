@@ -3,7 +3,8 @@
 The activities are shaped as Teams sends them. The bot's replies go, through the Microsoft 365
 Agents SDK, to the activity's `serviceUrl`: a local aiohttp "capture server" that records every
 request. That fake stands only for the Bot Connector service in Azure; everything on the bot's
-side (the SDK, the adapter, the TeamsBot handlers, the service, the real seed index) is real.
+side (the SDK, the adapter, the TeamsBot handlers, the conversation service and its store, the
+real seed index) is real. `test_teams_flow.py` drives the same bot with Microsoft's TestFlow.
 """
 
 from __future__ import annotations
@@ -12,27 +13,34 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+import socket
 import struct
 import time
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from app_server import Server, T, call, running
 from conftest import make_settings
-from test_http_api import QUESTION, Server, call, running
-from test_http_api import make_server as make_server  # the fixture, shared
 
-from bot import render
+from bot import messages
 from bot.channels import ChannelConfigError
 from bot.channels.teams import sdk_configuration
+from bot.channels.teams_package import PackageInfo, manifest
 from bot.cli import main as cli_main
+from bot.commands import help_text, teams_commands
+from bot.render import teams as render
 
-T = TypeVar("T")
+QUESTION = "Hvem leder etatsstyringsmøtet?"
+FOLLOW_UP = "og hvem skriver referatet?"
+LEAD = "kommunaldirektør"  # what the answer to QUESTION says
+SLOW_SECONDS = 0.8  # a slow answer: longer than the SDK's 500 ms before its typing indicator
 
 BOT = {"id": "28:bot-app-id", "name": "Styringsbot"}
 USER = {
@@ -52,10 +60,21 @@ MENTION = "<at>Styringsbot</at>"
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 APP_ID = "00000000-0000-0000-0000-000000000001"
 # The only TextBlock texts a card may hold: fixed labels, never document or user text.
-FIXED_LABELS = {labels["sources"] for labels in render.LABELS.values()}
+FIXED_LABELS = {
+    text
+    for words in messages.LABELS.values()
+    for text in (
+        words["sources"],
+        words["voted"].format(vote=words["helpful"]),
+        words["voted"].format(vote=words["unhelpful"]),
+    )
+}
 REPLY_SECONDS = 30
 
 _ids = itertools.count(1700000000000)
+
+
+# -- Teams, and the Bot Connector it stands in front of ---------------------------------------
 
 
 def activity(service_url: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -83,22 +102,29 @@ def activity(service_url: str, text: str | None = None, **fields: Any) -> dict[s
 
 @dataclass
 class Captured:
-    """A request the bot made to the Bot Connector (our capture server)."""
+    """A request the bot made to the Bot Connector (our capture server), and the id it got."""
 
     method: str
     path: str
     body: dict[str, Any]
+    id: str
 
 
 @contextlib.asynccontextmanager
-async def capture_server() -> AsyncIterator[tuple[str, list[Captured]]]:
-    """A stand-in for the Bot Connector service: records every request, answers 200 {"id"}."""
+async def capture_server(
+    refuse_updates: bool = False,
+) -> AsyncIterator[tuple[str, list[Captured]]]:
+    """A stand-in for the Bot Connector service: records every request, answers 200 {"id"}
+    (or, with `refuse_updates`, 404 to a PUT, as for a message Teams no longer lets one edit)."""
     captured: list[Captured] = []
 
     async def record(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
-        captured.append(Captured(request.method, request.path, body))
-        return web.json_response({"id": f"reply-{len(captured)}"})
+        reply_id = f"reply-{len(captured) + 1}"
+        captured.append(Captured(request.method, request.path, body, reply_id))
+        if refuse_updates and request.method == "PUT":
+            return web.json_response({"error": {"code": "NotFound"}}, status=404)
+        return web.json_response({"id": reply_id})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", record)
@@ -142,25 +168,33 @@ class Teams:
         self.seen = len(self.captured)
         return new
 
-    async def ask(self, text: str, **fields: Any) -> dict[str, Any]:
-        """Send a question; the one reply must be an Adaptive Card, returned as its content."""
-        return card_of(only_message(await self.send(text, **fields)))
+    async def ask(self, text: str, **fields: Any) -> tuple[dict[str, Any], str]:
+        """Send a question; the one reply must be an Adaptive Card. Returns the card and the id
+        the Bot Connector gave its message (what Teams later sends as `replyToId`)."""
+        replies = await self.send(text, **fields)
+        message = only_message(replies)
+        return card_of(message), next(r.id for r in replies if r.body is message)
 
 
-def converse(server: Server, scenario: Callable[[Teams], Awaitable[T]]) -> T:
+def converse(
+    server: Server, scenario: Callable[[Teams], Awaitable[T]], refuse_updates: bool = False
+) -> T:
     """Serve the bot and a capture server, and run `scenario` as a Teams user."""
 
     async def with_capture(client: aiohttp.ClientSession) -> T:
-        async with capture_server() as (url, captured):
+        async with capture_server(refuse_updates) as (url, captured):
             return await scenario(Teams(client, url, captured))
 
     return server.run(with_capture)
 
 
+# -- reading what came back -----------------------------------------------------------------
+
+
 def only_message(replies: list[Captured]) -> dict[str, Any]:
-    messages = [r.body for r in replies if r.body.get("type") == "message"]
-    assert len(messages) == 1, replies
-    return messages[0]
+    found = [r.body for r in replies if r.body.get("type") == "message"]
+    assert len(found) == 1, replies
+    return found[0]
 
 
 def card_of(reply: dict[str, Any]) -> dict[str, Any]:
@@ -208,27 +242,30 @@ def assert_textblocks_are_labels(card: dict[str, Any]) -> None:
         assert block["text"] in FIXED_LABELS, block
 
 
+def feedback(card: dict[str, Any], helpful: bool) -> dict[str, Any]:
+    """What Teams posts as `value` when the 👍 (or 👎) button of `card` is pressed."""
+    buttons = of_type(card, "Action.Submit")
+    assert len(buttons) == 2, buttons
+    return buttons[0 if helpful else 1]["data"]
+
+
 # -- answers --------------------------------------------------------------------------------
 
 
 def test_personal_chat_question_gets_an_adaptive_card(make_server: Callable[..., Server]):
-    async def scenario(teams: Teams) -> list[Captured]:
-        return await teams.send(QUESTION)
-
-    replies = converse(make_server(), scenario)
-    kinds = [r.body.get("type") for r in replies]
-    assert kinds == ["typing", "message"], replies
-    for reply in replies:
-        assert reply.method == "POST"
-        assert reply.path.startswith("/v3/conversations/a:1xyz/activities")
-        assert reply.body["conversation"]["id"] == "a:1xyz"
-        assert reply.body["recipient"]["id"] == USER["id"]
-    message = replies[-1]
+    replies = converse(make_server(), lambda teams: teams.send(QUESTION))
+    # A quick answer needs no typing indicator: the SDK's starts after 500 ms, and ours is gone.
+    assert [r.body.get("type") for r in replies] == ["message"], replies
+    [message] = replies
+    assert message.method == "POST"
+    assert message.body["conversation"]["id"] == "a:1xyz"
+    assert message.body["recipient"]["id"] == USER["id"]
     assert message.body.get("replyToId")
     assert message.path == f"/v3/conversations/a:1xyz/activities/{message.body['replyToId']}"
+    assert LEAD in message.body["summary"]  # the notification preview
     card = card_of(message.body)
     text = card_text(card)
-    assert "kommunaldirektør" in text
+    assert LEAD in text
     assert "Styringsdialogen – sånn gjør vi det her" in text and "lysbilde" in text
     submits = of_type(card, "Action.Submit")
     assert len(submits) == 2
@@ -238,6 +275,46 @@ def test_personal_chat_question_gets_an_adaptive_card(make_server: Callable[...,
     assert all(s["data"][render.ACTION_KEY]["action"] == "feedback" for s in submits)
 
 
+def test_a_slow_answer_shows_one_typing_indicator_then_the_card(
+    make_server: Callable[..., Server],
+):
+    replies = converse(make_server(delay=SLOW_SECONDS), lambda teams: teams.send(QUESTION))
+    assert [r.body.get("type") for r in replies] == ["typing", "message"], replies
+    typing = replies[0]
+    assert typing.body["conversation"]["id"] == "a:1xyz"
+    assert typing.path.startswith("/v3/conversations/a:1xyz/activities")
+    assert LEAD in card_text(card_of(replies[1].body))
+
+
+def test_the_card_is_accessible(make_server: Callable[..., Server]):
+    """fallbackText for clients without cards, speak for screen readers, the card's language,
+    and controls a screen reader can tell apart (each source button names its source)."""
+
+    async def scenario(teams: Teams) -> list[dict[str, Any]]:
+        return [
+            (await teams.ask(question))[0]
+            for question in (QUESTION, "Er et fagmøte styring?", "Who chairs the meeting?")
+        ]
+
+    cards = converse(make_server(), scenario)
+    assert [card["lang"] for card in cards] == ["nb-NO", "nb-NO", "en-GB"]
+    for card in cards:
+        assert card["fallbackText"].strip() and card["speak"].strip()
+        assert "<" not in card["speak"] and "[" not in card["speak"]  # words, not markup
+        titles = [a["title"] for a in walk(card) if str(a.get("type")).startswith("Action.")]
+        assert len(titles) == len(set(titles)), titles  # no two controls sound the same
+        # Each source's button names its number, as the source's heading "[n] «Title» …" does.
+        headings = [r["text"] for r in of_type(card, "TextRun") if r["text"].startswith("[")]
+        numbers = [int(h.strip(" []")) for h in headings if h.strip(" []").isdigit()]
+        words = messages.labels("en" if card["lang"] == "en-GB" else "nb")
+        buttons = [a["title"] for a in of_type(card, "Action.ShowCard")]
+        assert numbers and buttons == [words["whole"].format(n=n) for n in numbers], card
+    first = cards[0]
+    assert LEAD in first["fallbackText"] and "Kilder:" in first["fallbackText"]
+    assert LEAD in first["speak"] and "Kilder" not in first["speak"]
+    assert of_type(first, "Action.ShowCard")[0]["title"] == "Vis hele kilde 1"
+
+
 def test_expect_replies_returns_the_card_in_the_response(make_server: Callable[..., Server]):
     async def scenario(teams: Teams) -> tuple[int, Any, list[Captured]]:
         status, body = await teams.post(teams.activity(QUESTION, deliveryMode="expectReplies"))
@@ -245,18 +322,18 @@ def test_expect_replies_returns_the_card_in_the_response(make_server: Callable[.
 
     status, body, captured = converse(make_server(), scenario)
     assert status == 200, body
-    messages = [a for a in body["activities"] if a["type"] == "message"]
-    assert len(messages) == 1, body
-    assert "kommunaldirektør" in card_text(card_of(messages[0]))
+    found = [a for a in body["activities"] if a["type"] == "message"]
+    assert len(found) == 1, body
+    assert LEAD in card_text(card_of(found[0]))
     assert captured == []  # nothing went to serviceUrl
 
 
 def test_follow_up_in_the_same_conversation(make_server: Callable[..., Server]):
     async def scenario(teams: Teams) -> tuple[dict[str, Any], dict[str, Any]]:
-        return await teams.ask(QUESTION), await teams.ask("og hvem skriver referatet?")
+        return (await teams.ask(QUESTION))[0], (await teams.ask(FOLLOW_UP))[0]
 
     first, follow = converse(make_server(), scenario)
-    assert "kommunaldirektør" in card_text(first)
+    assert LEAD in card_text(first)
     assert "referat" in card_text(follow).lower()
 
 
@@ -273,7 +350,7 @@ def test_channel_mention_is_stripped(make_server: Callable[..., Server]):
         return card_of(only_message(replies)), replies
 
     card, replies = converse(make_server(), scenario)
-    assert "kommunaldirektør" in card_text(card)
+    assert LEAD in card_text(card)
     assert "Styringsbot" not in card_text(card)
     assert all(r.body["conversation"]["id"] == CHANNEL["id"] for r in replies)
 
@@ -282,33 +359,58 @@ def test_channel_mention_is_stripped(make_server: Callable[..., Server]):
 
 
 @pytest.mark.parametrize("helpful", [False, True])
-def test_feedback_from_the_card_is_stored(make_server: Callable[..., Server], helpful: bool):
-    async def scenario(teams: Teams) -> str:
-        card = await teams.ask(QUESTION)
-        button = of_type(card, "Action.Submit")[0 if helpful else 1]
-        # Teams posts an Action.Submit as a message with no text and the data as `value`.
-        # replyToId: the card's id as the capture server gave it (typing was reply-1).
-        return text_of(await teams.send(value=button["data"], replyToId="reply-2"))
+def test_feedback_updates_the_card_it_came_from(make_server: Callable[..., Server], helpful: bool):
+    async def scenario(teams: Teams) -> tuple[str, list[Captured]]:
+        card, card_id = await teams.ask(QUESTION)
+        # Teams posts an Action.Submit as a message with no text, the button's data as `value`
+        # and the card's message id as `replyToId`.
+        return card_id, await teams.send(value=feedback(card, helpful), replyToId=card_id)
 
     server = make_server()
-    thanks = converse(server, scenario)
-    assert thanks == render.THANKS[helpful]["nb"]
+    card_id, replies = converse(server, scenario)
+    [update] = replies  # the card, updated in place: no new message
+    assert update.method == "PUT"
+    assert update.path == f"/v3/conversations/a:1xyz/activities/{card_id}"
+    card = card_of(update.body)
+    words = messages.labels("nb")
+    vote = words["helpful"] if helpful else words["unhelpful"]
+    assert words["voted"].format(vote=vote) in card_texts(card)
+    assert ("Du svarte: 👍 Nyttig" in card_texts(card)) is helpful
+    assert not of_type(card, "Action.Submit")  # no buttons left to press
+    assert LEAD in card_text(card)  # still the same answer
     events = server.events("up", "down")
     assert [(e.kind, e.channel) for e in events] == [("up" if helpful else "down", "teams")]
     assert events[0].question == QUESTION
-    assert "kommunaldirektør" in events[0].answer
+    assert LEAD in events[0].answer
     assert events[0].citations and "lysbilde" in events[0].citations[0]["location"]
 
 
-def test_second_vote_replaces_the_first(make_server: Callable[..., Server]):
-    async def scenario(teams: Teams) -> None:
-        card = await teams.ask(QUESTION)
-        for button in of_type(card, "Action.Submit"):
-            text_of(await teams.send(value=button["data"]))
+def test_feedback_without_reply_to_id_is_thanked_in_a_message(
+    make_server: Callable[..., Server],
+):
+    async def scenario(teams: Teams) -> list[str]:
+        card, _ = await teams.ask(QUESTION)
+        return [text_of(await teams.send(value=feedback(card, vote))) for vote in (True, False)]
 
     server = make_server()
-    converse(server, scenario)
-    assert [e.kind for e in server.events("up", "down")] == ["down"]
+    thanks = converse(server, scenario)
+    assert thanks == [messages.THANKS[True]["nb"], messages.THANKS[False]["nb"]]
+    assert [e.kind for e in server.events("up", "down")] == ["down"]  # the second replaced it
+
+
+def test_a_card_teams_will_not_update_is_thanked_in_a_message(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+):
+    async def scenario(teams: Teams) -> list[Captured]:
+        card, card_id = await teams.ask(QUESTION)
+        return await teams.send(value=feedback(card, True), replyToId=card_id)
+
+    server = make_server()
+    update, thanks = converse(server, scenario, refuse_updates=True)
+    assert update.method == "PUT"
+    assert thanks.method == "POST" and text_of([thanks]) == messages.THANKS[True]["nb"]
+    assert [e.kind for e in server.events("up", "down")] == ["up"]
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -317,15 +419,15 @@ def test_second_vote_replaces_the_first(make_server: Callable[..., Server]):
         {render.ACTION_KEY: {"action": "feedback", "turn": "0123456789ab", "helpful": True}},
         {render.ACTION_KEY: {"action": "feedback", "turn": 5, "helpful": True}},
         {render.ACTION_KEY: {"action": "other"}},
+        {render.ACTION_KEY: "not an object"},
         {"something": "else"},
     ],
-    ids=["unknown turn", "turn not a string", "unknown action", "foreign value"],
+    ids=["unknown turn", "turn not a string", "unknown action", "not an object", "foreign value"],
 )
 def test_odd_card_actions_get_a_polite_reply(make_server: Callable[..., Server], value: Any):
     server = make_server()
-    reply = converse(server, lambda teams: teams.send(value=value))
-    text = text_of(reply)
-    assert "Traceback" not in text and text != render.say(render.FAILED, "nb")
+    text = text_of(converse(server, lambda teams: teams.send(value=value, replyToId="reply-9")))
+    assert "Traceback" not in text and text != messages.say(messages.FAILED, "nb")
     assert server.events("up", "down") == []
 
 
@@ -342,9 +444,11 @@ def test_source_command_shows_the_whole_passage(
     replies = converse(make_server(), scenario)
     first = seed_engine.ask(QUESTION).citations[0]
     source = card_of(only_message(replies))
-    runs = [r["text"] for r in of_type(source, "TextRun")]
-    assert all(paragraph.strip() in runs for paragraph in first.text.split("\n\n") if paragraph)
+    runs = [r["text"].strip() for r in of_type(source, "TextRun")]
+    assert all(p.strip() in runs for p in first.text.split("\n\n") if p.strip())
     assert first.title in card_text(source) and first.source in runs
+    assert source["fallbackText"].strip() and source["speak"].startswith("Kilde 1:")
+    assert source["lang"] == "nb-NO"
 
 
 def test_commands_get_polite_text_replies(make_server: Callable[..., Server]):
@@ -355,35 +459,38 @@ def test_commands_get_polite_text_replies(make_server: Callable[..., Server]):
         return before | {command: await teams.send(command) for command in commands}
 
     replies = converse(make_server(), scenario)
-    assert "ingen kilder" in text_of(replies["kilde 1 (no answer yet)"])
+    assert text_of(replies["kilde 1 (no answer yet)"]) == messages.NO_SOURCES_YET["nb"]
     assert "kilde 1 til" in text_of(replies["kilde 99"])
     assert "et tall fra 1 til" in text_of(replies["kilde"])
     assert "et tall fra 1 til" in text_of(replies["/kilde x"])
-    assert text_of(replies["hjelp"]) == render.help_text("nb", prefix="")
-    assert "hjelp" in text_of(replies["/foo"])
-    assert text_of(replies["ny samtale"]) == render.NEW_CONVERSATION["nb"]
-    assert "ingen kilder" in text_of(replies["kilde 2"])  # "ny samtale" forgot the answer
+    assert text_of(replies["hjelp"]) == help_text("nb", "teams")
+    unknown = text_of(replies["/foo"])
+    assert unknown == messages.say(messages.UNKNOWN_COMMAND, "nb", help="hjelp")
+    assert text_of(replies["ny samtale"]) == messages.NEW_CONVERSATION["nb"]
+    assert text_of(replies["kilde 2"]) == messages.NO_SOURCES_YET["nb"]  # "ny samtale" forgot
 
 
 def test_kilde_with_a_word_is_a_question(make_server: Callable[..., Server]):
-    card = converse(make_server(), lambda teams: teams.ask("kilde x"))
+    card, _ = converse(make_server(), lambda teams: teams.ask("kilde x"))
     assert card_text(card).strip()
 
 
 def test_ny_from_the_teams_command_list_starts_afresh(make_server: Callable[..., Server]):
-    async def scenario(teams: Teams) -> list[Captured]:
+    async def scenario(teams: Teams) -> tuple[list[Captured], list[Captured]]:
         await teams.ask(QUESTION)
-        return await teams.send("ny")
+        return await teams.send("ny"), await teams.send("kilde 1")
 
-    offered = render.help_text("nb", prefix="")
-    assert "ny starter en ny samtale" in offered  # what the bot tells Teams users to type
-    assert text_of(converse(make_server(), scenario)) == render.NEW_CONVERSATION["nb"]
+    offered = help_text("nb", "teams")
+    assert "\nny – " in offered and "\nkilde N – " in offered  # what Teams users are told to type
+    new, source = converse(make_server(), scenario)
+    assert text_of(new) == messages.NEW_CONVERSATION["nb"]
+    assert text_of(source) == messages.NO_SOURCES_YET["nb"]
 
 
 def test_an_image_without_text_gets_i_read_text(make_server: Callable[..., Server]):
     image = {"contentType": "image/png", "contentUrl": "https://example.invalid/bilde.png"}
     reply = converse(make_server(), lambda teams: teams.send(attachments=[image]))
-    assert text_of(reply) == render.TEXT_ONLY["nb"]
+    assert text_of(reply) == messages.NOT_TEXT["nb"]
 
 
 # -- hostile input --------------------------------------------------------------------------
@@ -405,10 +512,11 @@ def test_source_text_is_never_in_a_textblock(make_server: Callable[..., Server])
     questions = [QUESTION, "Er et fagmøte styring?", "Hva står MRS for?", "Hva er TSL?"]
 
     async def scenario(teams: Teams) -> list[dict[str, Any]]:
-        return [await teams.ask(question) for question in questions]
+        cards = [(await teams.ask(question))[0] for question in questions]
+        cards.append(card_of(only_message(await teams.send("kilde 1"))))
+        return cards
 
-    cards = converse(make_server(), scenario)
-    for card in cards:
+    for card in converse(make_server(), scenario):
         assert_textblocks_are_labels(card)
         assert of_type(card, "RichTextBlock")
 
@@ -428,12 +536,96 @@ def test_invalid_activities_are_400(make_server: Callable[..., Server], body: by
         headers = {"Content-Type": "application/json"}
         async with teams.client.post("/api/messages", data=body, headers=headers) as response:
             result = response.status, await response.text()
-        return result, await teams.ask(QUESTION)  # and the bot still answers
+        return result, (await teams.ask(QUESTION))[0]  # and the bot still answers
 
     (got, text), card = converse(make_server(), scenario)
     assert got == status, text
     assert "error" in json.loads(text)
-    assert "kommunaldirektør" in card_text(card)
+    assert LEAD in card_text(card)
+
+
+# -- an unreachable Bot Connector -----------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("delay", [0.0, SLOW_SECONDS], ids=["quick answer", "slow answer"])
+def test_an_unreachable_service_url_is_502_and_one_log_line(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture, delay: float
+):
+    """Nothing can be delivered: 502 with a JSON error, one error line, no traceback — also when
+    the SDK's typing timer (which fires for the slow answer) has tried to send first."""
+    dead = f"http://127.0.0.1:{_closed_port()}/"
+    server = make_server(delay=delay)
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[int, Any]:
+        async with client.post("/api/messages", json=activity(dead, QUESTION)) as response:
+            return response.status, await response.json()
+
+    caplog.set_level(logging.DEBUG)
+    status, body = server.run(scenario)
+    assert status == 502
+    assert set(body) == {"error"} and "Bot Connector" in body["error"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.levelname) for r in errors] == [("bot.channels.teams", "ERROR")], errors
+    line = errors[0].getMessage()
+    assert dead in line and "\n" not in line
+    assert not [r for r in caplog.records if r.exc_info or r.stack_info]
+    assert "Traceback" not in caplog.text
+    if delay:  # the typing timer did try to send
+        assert any("Activity type is typing" in r.getMessage() for r in caplog.records)
+    # The question was answered all the same: its sources can be shown when Teams is back.
+    assert server.service.last_turn(f"teams:a:1xyz:{USER['id']}") is not None
+
+
+def test_an_unreachable_service_url_for_a_vote_is_502(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+):
+    server = make_server()
+
+    async def scenario(teams: Teams) -> tuple[int, Any]:
+        card, card_id = await teams.ask(QUESTION)
+        dead = f"http://127.0.0.1:{_closed_port()}/"
+        return await teams.post(activity(dead, value=feedback(card, True), replyToId=card_id))
+
+    status, body = converse(server, scenario)
+    assert status == 502 and set(body) == {"error"}
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    assert "Traceback" not in caplog.text
+    assert [e.kind for e in server.events("up", "down")] == ["up"]  # the vote itself counted
+
+
+# -- state survives a restart ---------------------------------------------------------------
+
+
+def test_a_restart_keeps_the_conversation(make_server: Callable[..., Server], seed_engine: Any):
+    """A question, then a new service and a new TeamsBot on the same store file: `kilde 1`, 👍
+    on the card from before the restart, and a follow-up all still work."""
+    server = make_server()
+    card, card_id = converse(server, lambda teams: teams.ask(QUESTION))
+    server.restart()
+
+    async def after(teams: Teams) -> dict[str, list[Captured]]:
+        return {
+            "source": await teams.send("kilde 1"),
+            "vote": await teams.send(value=feedback(card, True), replyToId=card_id),
+            "follow-up": await teams.send(FOLLOW_UP),
+        }
+
+    replies = converse(server, after)
+    first = seed_engine.ask(QUESTION).citations[0]
+    source = card_of(only_message(replies["source"]))
+    assert first.source in [r["text"] for r in of_type(source, "TextRun")]
+    [update] = replies["vote"]
+    assert update.method == "PUT" and update.path.endswith(f"/activities/{card_id}")
+    assert "Du svarte: 👍 Nyttig" in card_texts(card_of(update.body))
+    assert [e.kind for e in server.events("up", "down")] == ["up"]
+    assert "referat" in card_text(card_of(only_message(replies["follow-up"]))).lower()
 
 
 # -- conversation updates -------------------------------------------------------------------
@@ -461,7 +653,8 @@ def test_members_added_welcome(
     replies = converse(make_server(), scenario)
     if welcomed:
         text = text_of(replies)
-        assert text.startswith(render.WELCOME["nb"]) and "kilde" in text
+        assert text == f"{messages.WELCOME['nb']}\n\n{help_text('nb', 'teams')}"
+        assert "kilde N" in text and "/kilde" not in text  # Teams users type the bare word
     else:
         assert replies == []
 
@@ -480,7 +673,6 @@ def test_jwt_is_required_when_an_app_id_is_set(make_server: Callable[..., Server
             "none": await teams.post(message),
             "garbage": await teams.post(message, headers={"Authorization": "Bearer abc.def.ghi"}),
             "not bearer": await teams.post(message, headers={"Authorization": "Basic eDp4"}),
-            "ask": await call(teams.client, "POST", "/api/ask", json={"question": QUESTION}),
             "healthz": await call(teams.client, "GET", "/healthz"),
             "captured": list(teams.captured),
         }
@@ -490,7 +682,6 @@ def test_jwt_is_required_when_an_app_id_is_set(make_server: Callable[..., Server
         status, body = results[case]
         assert status == 401, (case, body)
         assert isinstance(body, dict) and "error" in body, (case, body)
-    assert results["ask"][0] == 200 and "kommunaldirektør" in results["ask"][1]["answer"]
     assert results["healthz"][0] == 200 and results["healthz"][1]["teams"] == "jwt"
     assert results["captured"] == []
 
@@ -546,13 +737,27 @@ def test_teams_package(tmp_path: Path, in_tmp_cwd: Path, capsys: pytest.CaptureF
     assert cli_main(["teams-package", "--app-id", APP_ID, "--output", str(output)]) == 0
     with zipfile.ZipFile(output) as archive:
         assert set(archive.namelist()) == {"manifest.json", "color.png", "outline.png"}
-        manifest = json.loads(archive.read("manifest.json"))
+        manifest_ = json.loads(archive.read("manifest.json"))
         assert _png_size(archive.read("color.png")) == (192, 192)
         assert _png_size(archive.read("outline.png")) == (32, 32)
-    assert manifest["manifestVersion"]
-    assert manifest["id"] == manifest["bots"][0]["botId"] == APP_ID
-    assert {"personal", "team"} <= set(manifest["bots"][0]["scopes"])
+    assert manifest_["manifestVersion"]
+    assert manifest_["id"] == manifest_["bots"][0]["botId"] == APP_ID
+    assert {"personal", "team"} <= set(manifest_["bots"][0]["scopes"])
+    [commands] = manifest_["bots"][0]["commandLists"]
+    assert commands["commands"] == teams_commands()
     assert str(output) in capsys.readouterr().out
+
+
+def test_the_manifest_offers_the_commands_teams_users_type():
+    """The command list comes from bot/commands.py, as a Teams user sends each command."""
+    commands = {c["title"]: c["description"] for c in teams_commands()}
+    assert set(commands) == {"hjelp", "kilde 1", "ny"}
+    assert all(0 < len(d) <= 128 for d in commands.values())
+    assert "kilde 1" in commands["kilde 1"]
+    [bot] = manifest(PackageInfo(APP_ID))["bots"]
+    assert bot["commandLists"][0]["commands"] == teams_commands()
+    offered = help_text("nb", "teams")
+    assert all(title.split()[0] in offered for title in commands)
 
 
 def test_teams_package_refuses_a_non_guid(

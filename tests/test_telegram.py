@@ -2,10 +2,12 @@
 
 Telegram's servers cannot be reached from the tests, so `FakeBotAPI` — a small aiohttp server on
 127.0.0.1 — stands in for them, and only for them: it speaks the Bot API over HTTP (getMe,
-getUpdates long polling, sendMessage, …), queues the updates a user would send and records every
-call the bot makes. Everything else is real: the Application from `build_application`, PTB's HTTP
-client and updater, the handlers, the ConversationService over the real seed corpus with the real
-embedding model, and the FeedbackStore on disk.
+getUpdates long polling, sendMessage, …), queues the updates a user would send, records every
+call the bot makes, and can fail calls the way Telegram does (429 with retry_after, 5xx, a dropped
+connection, 401 for a token it does not know). Everything else is real: the Application from
+`build_application`, PTB's HTTP client, rate limiter and updater, the handlers, the
+ConversationService over the real seed corpus with the real embedding model, and its conversation
+store (in memory, or an SQLite file where state must outlive the bot).
 
 Every message the bot sends, in every test, is checked to be HTML that Telegram would accept.
 """
@@ -20,7 +22,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,29 +32,27 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import SEED_KNOWLEDGE, console_script, make_settings, subprocess_env
+from telegram.ext import filters
 
-from bot import render
-from bot.answer import NO_ANSWER, Answer, Citation
+from bot import messages
+from bot.answer import Answer, Citation, Statement
 from bot.channels import ChannelConfigError
-from bot.channels.telegram import build_application
+from bot.channels.telegram import build_application, check_connection
+from bot.commands import help_text, telegram_menu
 from bot.config import Settings
-from bot.conversation import (
-    EMPTY_QUESTION,
-    GONE,
-    NO_SOURCES_YET,
-    NO_SUCH_SOURCE,
-    NOT_A_NUMBER,
-    TOO_LONG,
-    ConversationService,
-    SourceView,
-)
-from bot.feedback import FILE_NAME, FeedbackStore, gaps
+from bot.conversation import ConversationService, Reply, ReplyKind, SourceView
+from bot.feedback import gaps
+from bot.render import telegram as render
+from bot.store import Store
 
 TOKEN = "123:TEST"
 CHAT = 4242  # a private chat; its id is also the user's id
 QUESTION = "Hvem leder etatsstyringsmøtet?"
 FOLLOW_UP = "og hvem skriver referatet?"
+LEAD = "kommunaldirektør"  # what the answer to QUESTION says
+MINUTES = "Utkast skrives av byrådsavdelingen"  # what the answer to FOLLOW_UP says
 WAIT_SECONDS = 20.0
+BACKOFF = 0.05  # seconds before a failed send is repeated in these tests (doubled each time)
 BOT_USER = {
     "id": 123,
     "is_bot": True,
@@ -159,6 +159,8 @@ class Call:
     method: str
     params: dict[str, Any]
     result: Any = None
+    status: int = 200  # what the fake answered: 0 for a dropped connection
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def text(self) -> str:
@@ -184,19 +186,31 @@ def _decode(key: str, value: Any) -> Any:
     return value
 
 
-def _telegram_error(description: str, code: int = 400) -> web.Response:
-    body = {"ok": False, "error_code": code, "description": description}
+def _telegram_error(
+    description: str, code: int = 400, parameters: dict[str, Any] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
     return web.json_response(body, status=code)
+
+
+# How the fake fails a call: an HTTP status, (429, retry_after seconds), or DROP the connection.
+DROP = "drop"
+Failure = int | tuple[int, float] | str
 
 
 @dataclass
 class FakeBotAPI:
     """Telegram's Bot API for one bot token, on a random local port."""
 
+    token: str = TOKEN  # any other token is answered 401 Unauthorized, as Telegram does
     calls: list[Call] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
     chats: dict[int, dict[str, Any]] = field(default_factory=dict)  # as users' updates show them
     rejected: list[tuple[Call, list[str]]] = field(default_factory=list)  # what Telegram refuses
+    failures: dict[str, list[Failure]] = field(default_factory=dict)  # method → what to answer
+    messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # to reply to
     port: int = 0
     _runner: web.AppRunner | None = None
     _message_id: int = 1000
@@ -220,16 +234,25 @@ class FakeBotAPI:
     def push(self, update: dict[str, Any]) -> dict[str, Any]:
         update = {"update_id": len(self.updates) + 1, **update}
         if "message" in update:
-            chat = update["message"]["chat"]
-            self.chats[chat["id"]] = chat
+            sent = update["message"]
+            self.chats[sent["chat"]["id"]] = sent["chat"]
+            self.messages[(sent["chat"]["id"], sent["message_id"])] = sent
         self.updates.append(update)
         return update
+
+    def fail(self, method: str, *failures: Failure) -> None:
+        """Answer the next calls of `method` with these failures, in order, then normally."""
+        self.failures.setdefault(method, []).extend(failures)
 
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        if request.match_info["token"] != TOKEN:
+    def delivered(self, method: str) -> list[Call]:
+        """The calls of `method` that succeeded."""
+        return [c for c in self.called(method) if c.status == 200]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
             return _telegram_error("Unauthorized", 401)
         if request.content_type == "application/json":
             body = await request.json()
@@ -237,11 +260,31 @@ class FakeBotAPI:
             body = dict(await request.post())
         call = Call(request.match_info["method"], {k: _decode(k, v) for k, v in body.items()})
         self.calls.append(call)
+        if pending := self.failures.get(call.method):
+            return self._failure(request, call, pending.pop(0))
         if call.method == "sendMessage" and (problems := html_problems(call.text)):
+            call.status = 400
             self.rejected.append((call, problems))
             return _telegram_error(f"Bad Request: can't parse entities: {problems}")
         call.result = await self._result(call)
         return web.json_response({"ok": True, "result": call.result})
+
+    def _failure(self, request: web.Request, call: Call, failure: Failure) -> web.StreamResponse:
+        if failure == DROP:
+            call.status = 0
+            assert request.transport is not None
+            request.transport.abort()  # the connection drops before any answer
+            return web.Response()
+        if isinstance(failure, tuple):
+            call.status, retry_after = failure
+            return _telegram_error(
+                f"Too Many Requests: retry after {retry_after}",
+                call.status,
+                {"retry_after": retry_after},
+            )
+        assert isinstance(failure, int)
+        call.status = failure
+        return _telegram_error("Internal Server Error", failure)
 
     async def _result(self, call: Call) -> Any:
         if call.method == "getMe":
@@ -251,7 +294,7 @@ class FakeBotAPI:
         if call.method == "sendMessage":
             self._message_id += 1
             chat_id = int(call.params["chat_id"])
-            sent = {
+            sent: dict[str, Any] = {
                 "message_id": self._message_id,
                 "date": int(time.time()),
                 "chat": self.chats.get(chat_id, private(chat_id)),
@@ -263,6 +306,10 @@ class FakeBotAPI:
                 sent |= {"is_topic_message": True}
             if call.params.get("reply_markup"):
                 sent["reply_markup"] = call.params["reply_markup"]
+            quoted = (call.params.get("reply_parameters") or {}).get("message_id")
+            if quoted is not None and (chat_id, int(quoted)) in self.messages:
+                sent["reply_to_message"] = self.messages[(chat_id, int(quoted))]
+            self.messages[(chat_id, self._message_id)] = sent
             return sent
         return True  # deleteWebhook, setMyCommands, sendChatAction, answerCallbackQuery, …
 
@@ -329,8 +376,9 @@ class User:
         return message(self.chat, self.user, text, **self.extra, **content)
 
     def messages(self) -> list[Call]:
+        """The messages the bot got through to this chat (failed attempts left out)."""
         chat = self.chat["id"]
-        return [c for c in self.fake.called("sendMessage") if int(c.params["chat_id"]) == chat]
+        return [c for c in self.fake.delivered("sendMessage") if int(c.params["chat_id"]) == chat]
 
     async def wait_for(self, condition: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -400,6 +448,7 @@ def run_bot(
     settings: Settings,
     scenario: Scenario,
     message_limit: int = render.TELEGRAM_LIMIT,
+    backoff: float = BACKOFF,
 ) -> FakeBotAPI:
     """Run the real Application against a fresh fake Bot API while `scenario` talks to it."""
 
@@ -408,7 +457,7 @@ def run_bot(
         await fake.start()
         try:
             local = settings.model_copy(update={"telegram_base_url": fake.base_url})
-            app = build_application(service, local, message_limit)
+            app = build_application(service, local, message_limit, backoff=backoff)
             async with app:  # initialize (getMe) … shutdown
                 if app.post_init is not None:  # only run_polling/run_webhook call it
                     await app.post_init(app)
@@ -424,10 +473,16 @@ def run_bot(
         return fake
 
     fake = asyncio.run(main())
+    assert_all_sent_messages_valid(fake)
+    return fake
+
+
+def assert_all_sent_messages_valid(fake: FakeBotAPI) -> None:
+    """Every message the bot tried to send is HTML Telegram accepts, and none says it failed."""
+    assert not fake.rejected, fake.rejected
     for sent in fake.called("sendMessage"):
         assert_telegram_html(sent.text)
-        assert render.FAILED["nb"] not in visible_text(sent.text), "a handler failed"
-    return fake
+        assert messages.FAILED["nb"] not in visible_text(sent.text), "a handler failed"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,12 +504,17 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def service(seed_engine, data_dir: Path, settings: Settings):  # type: ignore[no-untyped-def]
-    service = ConversationService(
-        seed_engine,
-        store=FeedbackStore(data_dir / FILE_NAME),
-        max_question_chars=settings.max_question_chars,
-    )
+def service(seed_engine) -> Iterator[ConversationService]:  # type: ignore[no-untyped-def]
+    service = ConversationService(seed_engine, Store("sqlite://"))
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def stored_service(seed_engine, data_dir: Path) -> Iterator[ConversationService]:  # type: ignore[no-untyped-def]
+    """The service as `styringsbot telegram` builds it: its store is the data dir's SQLite file
+    (so `styringsbot report` reads what the bot recorded)."""
+    service = ConversationService(seed_engine, Store.open(None, data_dir))
     yield service
     service.close()
 
@@ -468,6 +528,11 @@ def buttons(answer: Call, prefix: str) -> dict[str, str]:
 
 def turn_of(answer: Call) -> str:
     return answer.buttons[0]["callback_data"].split(":")[1]
+
+
+def conversation(chat: int, user: int = CHAT) -> str:
+    """The conversation of one person in one chat, as the channel names it to the service."""
+    return f"telegram:{chat}:{user}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +549,8 @@ def test_question_is_answered_in_html_with_feedback_and_source_buttons(service, 
     answer = seen["answer"]
     assert answer.params["parse_mode"] == "HTML"
     assert answer.params["link_preview_options"] == {"is_disabled": True}
-    assert "kommunaldirektør" in visible_text(answer.text)
+    assert "reply_parameters" not in answer.params  # a private chat needs no quote
+    assert LEAD in visible_text(answer.text)
     assert "lysbilde" in visible_text(answer.text)
     turn = turn_of(answer)
     assert re.fullmatch(r"[0-9a-f]{12}", turn)
@@ -499,6 +565,7 @@ def test_question_is_answered_in_html_with_feedback_and_source_buttons(service, 
     assert typing and typing[0].params == {"chat_id": str(CHAT), "action": "typing"}
     assert methods.index("sendChatAction") < methods.index("sendMessage")
     (menu,) = fake.called("setMyCommands")
+    assert [(c["command"], c["description"]) for c in menu.params["commands"]] == telegram_menu()
     assert [c["command"] for c in menu.params["commands"]] == ["hjelp", "kilde", "ny", "start"]
     assert fake.called("getMe") and fake.called("deleteWebhook")
 
@@ -513,7 +580,30 @@ def test_follow_up_question_builds_on_the_previous_answer(service, settings):
     run_bot(service, settings, scenario)
     text = visible_text(seen["follow-up"].text)
     assert "referat" in text.lower()
-    assert "Utkast skrives av byrådsavdelingen" in text
+    assert MINUTES in text
+
+
+def test_a_follow_up_sent_right_away_waits_for_the_answer_it_builds_on(seed_engine, settings):
+    """Updates are handled concurrently and the service has several workers, yet one person's
+    messages are answered in order: the follow-up sees the question's answer."""
+    service = ConversationService(seed_engine, Store("sqlite://"), workers=4)
+    seen: dict[str, list[Call]] = {}
+
+    async def scenario(user: User) -> None:
+        user.fake.push(user.message(QUESTION))
+        user.fake.push(user.message(FOLLOW_UP))
+        seen["answers"] = await user.wait_for(
+            lambda: (answers := [m for m in user.messages() if m.buttons])[1:] and answers,
+            "two answers",
+        )
+
+    try:
+        run_bot(service, settings, scenario)
+    finally:
+        service.close()
+    first, second = seen["answers"]
+    assert LEAD in visible_text(first.text)
+    assert MINUTES in visible_text(second.text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,8 +611,9 @@ def test_follow_up_question_builds_on_the_previous_answer(service, settings):
 
 
 def test_thumbs_down_is_stored_and_listed_as_a_knowledge_gap(
-    service, settings, data_dir, in_tmp_cwd, monkeypatch, capsys
+    stored_service, settings, data_dir, in_tmp_cwd, monkeypatch, capsys
 ):
+    service = stored_service
     seen: dict[str, Any] = {}
 
     async def scenario(user: User) -> None:
@@ -530,12 +621,12 @@ def test_thumbs_down_is_stored_and_listed_as_a_knowledge_gap(
         seen["thanks"], seen["new"] = await user.press(f"fb:{turn_of(answer)}:0", on=answer)
 
     run_bot(service, settings, scenario)
-    assert seen["thanks"].params["text"] == render.THANKS[False]["nb"]
+    assert seen["thanks"].params["text"] == messages.THANKS[False]["nb"]
     assert not seen["thanks"].params.get("show_alert")
     assert seen["new"] == []
     (event,) = service.store.events("down")
     assert (event.channel, event.question) == ("telegram", QUESTION)
-    assert "kommunaldirektør" in event.answer
+    assert LEAD in event.answer
     assert event.citations and event.citations[0]["location"] == "lysbilde 11"
     (gap,) = gaps(service.store)
     assert (gap.question, gap.unhelpful, gap.channels) == (QUESTION, 1, "telegram")
@@ -549,6 +640,20 @@ def test_thumbs_down_is_stored_and_listed_as_a_knowledge_gap(
     assert f"• {QUESTION}" in out
 
 
+def test_a_second_vote_replaces_the_first(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        answer = await user.ask(QUESTION)
+        await user.press(f"fb:{turn_of(answer)}:0", on=answer)
+        seen["thanks"], _ = await user.press(f"fb:{turn_of(answer)}:1", on=answer)
+
+    run_bot(service, settings, scenario)
+    assert seen["thanks"].params["text"] == messages.THANKS[True]["nb"]
+    assert [e.question for e in service.store.events("up", "down")] == [QUESTION]
+    assert service.store.events("down") == [] and gaps(service.store) == []
+
+
 def test_source_button_and_kilde_command_show_the_whole_passage(service, settings):
     seen: dict[str, Any] = {}
 
@@ -557,23 +662,26 @@ def test_source_button_and_kilde_command_show_the_whole_passage(service, setting
         answer = seen["answer"] = await user.ask(QUESTION)
         seen["pressed"], seen["button"] = await user.press(f"src:{turn_of(answer)}:1", answer, 1)
         seen["kilde 1"] = await user.say("/kilde 1")
+        seen["bare"] = await user.say("kilde 1")  # typed without the slash
         seen["kilde 99"] = await user.say("/kilde 99")
         seen["kilde abc"] = await user.say("/kilde abc")
 
-    run_bot(service, settings, scenario)
-    assert seen["before"] == NO_SOURCES_YET["nb"]
+    fake = run_bot(service, settings, scenario)
+    assert seen["before"] == messages.NO_SOURCES_YET["nb"]
     assert seen["pressed"].params.get("text") is None  # the button just stops spinning
     (shown,) = seen["button"]
-    assert visible_text(shown.text) == seen["kilde 1"]
-    turn = service.turn(f"telegram:{CHAT}:{CHAT}", turn_of(seen["answer"]))
+    assert shown.buttons == []
+    assert visible_text(shown.text) == seen["kilde 1"] == seen["bare"]
+    turn = service.turn(conversation(CHAT), turn_of(seen["answer"]))
     citation = turn.answer.citations[0]
     title, source, *passage = seen["kilde 1"].split("\n\n")
     assert title == f"[1] «{citation.title}», lysbilde 11"
     assert source == citation.source
     assert " ".join(" ".join(passage).split()) == " ".join(citation.text.split())
     count = len(turn.answer.citations)
-    assert seen["kilde 99"] == NO_SUCH_SOURCE["nb"].format(count=count)
-    assert seen["kilde abc"] == NOT_A_NUMBER["nb"].format(count=count)
+    assert seen["kilde 99"] == messages.NO_SUCH_SOURCE["nb"].format(count=count)
+    assert seen["kilde abc"] == messages.NOT_A_NUMBER["nb"].format(count=count, source="/kilde")
+    assert len(fake.called("sendChatAction")) == 1  # only the question: commands answer at once
 
 
 def test_buttons_of_forgotten_or_unknown_answers_explain_themselves(service, settings):
@@ -586,14 +694,21 @@ def test_buttons_of_forgotten_or_unknown_answers_explain_themselves(service, set
         for data in (f"src:{turn}:1", f"fb:{turn}:1", "src:deadbeef0000:1", "fb:deadbeef0000:0"):
             seen[data], new = await user.press(data, on=answer)
             assert new == []
-        seen["xyz"], new = await user.press("xyz", on=answer)
-        assert new == []
+        for garbage in ("xyz", "src:ZZZ:1", "fb:" + "a" * 60 + ":1", ""):
+            seen[f"garbage {garbage!r}"], new = await user.press(garbage, on=answer)
+            assert new == []
 
     run_bot(service, settings, scenario)
-    assert seen.pop("ny") == render.NEW_CONVERSATION["nb"]
-    assert seen.pop("xyz").params["text"] == render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
+    assert seen.pop("ny") == messages.NEW_CONVERSATION["nb"]
+    unknown = messages.say(messages.UNKNOWN_COMMAND, "nb", help="/hjelp")
+    for data in [k for k in seen if k.startswith("garbage")]:
+        assert seen.pop(data).params["text"] == unknown, data
     for data, alert in seen.items():
-        assert (alert.params["text"], alert.params.get("show_alert")) == (GONE["nb"], True), data
+        assert (alert.params["text"], alert.params.get("show_alert")) == (
+            messages.GONE["nb"],
+            True,
+        ), data
+    assert len(messages.GONE["nb"]) <= 200  # what Telegram shows of a button's note
     assert service.store.events("up", "down") == []
 
 
@@ -605,15 +720,29 @@ def test_commands_get_polite_replies(service, settings):
     replies: dict[str, str] = {}
 
     async def scenario(user: User) -> None:
-        for command in ("/start", "/hjelp", "/help", "/ny", "/foo", "/hjelp@StyringsTestBot"):
+        for command in (
+            "/start",
+            "/hjelp",
+            "/help",
+            "/ny",
+            "/foo",
+            "/hjelp@StyringsTestBot",
+            "hjelp",
+            "/slutt",  # the terminal's command: nothing to quit in a chat
+        ):
             replies[command] = await user.say(command)
 
-    run_bot(service, settings, scenario)
-    assert replies["/start"] == f"{render.WELCOME['nb']}\n\n{render.help_text('nb')}"
-    assert replies["/hjelp"] == render.help_text("nb") == replies["/hjelp@StyringsTestBot"]
-    assert replies["/help"] == render.help_text("en")
-    assert replies["/ny"] == render.NEW_CONVERSATION["nb"]
-    assert replies["/foo"] == render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
+    fake = run_bot(service, settings, scenario)
+    nb_help = help_text("nb", "telegram")
+    assert replies["/start"] == f"{messages.WELCOME['nb']}\n\n{nb_help}"
+    assert replies["/hjelp"] == nb_help == replies["/hjelp@StyringsTestBot"] == replies["hjelp"]
+    assert "/kilde N" in nb_help
+    assert replies["/help"] == help_text("en", "telegram")
+    assert replies["/ny"] == messages.NEW_CONVERSATION["nb"]
+    unknown = messages.say(messages.UNKNOWN_COMMAND, "nb", help="/hjelp")
+    assert replies["/foo"] == unknown == replies["/slutt"]
+    assert fake.called("sendChatAction") == []
+    assert all(m.buttons == [] for m in fake.called("sendMessage"))
 
 
 def test_markup_in_questions_is_shown_as_text_never_as_markup(service, settings):
@@ -626,9 +755,9 @@ def test_markup_in_questions_is_shown_as_text_never_as_markup(service, settings)
         seen["answered"] = await user.ask(f"{QUESTION} <script>alert('x')</script> & <b>")
 
     fake = run_bot(service, settings, scenario)
-    assert seen["hostile"].startswith(NO_ANSWER["nb"])
-    assert seen["script"].startswith(NO_ANSWER["nb"])
-    assert "kommunaldirektør" in visible_text(seen["answered"].text)
+    assert seen["hostile"].startswith(messages.NO_ANSWER["nb"])
+    assert seen["script"].startswith(messages.NO_ANSWER["nb"])
+    assert LEAD in visible_text(seen["answered"].text)
     assert all("<script" not in m.text for m in fake.called("sendMessage"))
 
 
@@ -638,10 +767,12 @@ def test_too_long_and_blank_questions_get_one_sentence(service, settings):
     async def scenario(user: User) -> None:
         replies["long"] = await user.say("x" * 10_000)
         replies["blank"] = await user.say("     ")
+        replies["mention only"] = await user.say("@StyringsTestBot")
 
-    run_bot(service, settings, scenario)
-    assert replies["long"] == TOO_LONG["nb"].format(n=10_000, limit=1000)
-    assert replies["blank"] == EMPTY_QUESTION["nb"]
+    fake = run_bot(service, settings, scenario)
+    assert replies["long"] == messages.TOO_LONG["nb"].format(n=10_000, limit=1000)
+    assert replies["blank"] == messages.EMPTY_QUESTION["nb"] == replies["mention only"]
+    assert len(fake.called("sendChatAction")) == 1  # for the long question only
 
 
 FILE = {"file_id": "AgAD", "file_unique_id": "AQAD"}
@@ -663,7 +794,7 @@ def test_non_text_messages_are_asked_for_text(service, settings):
             replies[kind] = visible_text(reply.text)
 
     fake = run_bot(service, settings, scenario)
-    assert replies == dict.fromkeys(NOT_TEXT, render.TEXT_ONLY["nb"])
+    assert replies == dict.fromkeys(NOT_TEXT, messages.NOT_TEXT["nb"])
     assert fake.called("sendChatAction") == []
 
 
@@ -684,20 +815,97 @@ def ask_in_forum_topic(service: ConversationService, settings: Settings) -> Fake
 def test_questions_in_a_forum_topic_are_answered_in_that_topic(service, settings):
     fake = ask_in_forum_topic(service, settings)
     answer, source = fake.called("sendMessage")
-    assert "kommunaldirektør" in visible_text(answer.text)
+    assert LEAD in visible_text(answer.text)
     assert "lysbilde 11" in visible_text(source.text)
     assert [(m.params["chat_id"], m.params["message_thread_id"]) for m in (answer, source)] == [
         ("-1001", "77"),
         ("-1001", "77"),
     ]
+    # In a group each reply quotes what it answers.
+    assert answer.result["reply_to_message"]["text"].startswith("@StyringsTestBot hvem leder")
+    assert source.result["reply_to_message"]["text"] == "/kilde@StyringsTestBot 1"
     # One person's conversation in the group, without the @mention in the question.
-    assert service.last_turn("telegram:-1001:5").question == "hvem leder etatsstyringsmøtet?"
+    assert service.last_turn(conversation(-1001, 5)).question == "hvem leder etatsstyringsmøtet?"
 
 
 def test_typing_shows_in_the_forum_topic_of_the_question(service, settings):
     fake = ask_in_forum_topic(service, settings)
     (typing,) = fake.called("sendChatAction")
     assert typing.params.get("message_thread_id") == "77"
+
+
+GROUP = {"id": -2002, "type": "group", "title": "Ledergruppa"}
+
+
+def test_in_a_group_the_bot_speaks_only_when_addressed(service, settings):
+    """Group members talk among themselves: the bot answers an @mention, a reply to itself or a
+    command for it, and stays quiet on other messages, photos and other bots' commands."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        member = user.other(GROUP, user=6)
+        fake = user.fake
+        for update in (
+            member.message("Hvem leder etatsstyringsmøtet?"),  # said to the others
+            member.message(photo=NOT_TEXT["photo"]),
+            member.message("/hjelp@AnnenBot"),  # another bot's command
+            member.message("Spør @StyringsTestBotten om det"),  # someone else's name
+            member.message(new_chat_members=[person(9)]),  # someone else joined
+        ):
+            fake.push(update)
+        seen["answer"] = await member.ask("@StyringsTestBot hvem leder etatsstyringsmøtet?")
+        reply_to = {"reply_to_message": seen["answer"].result}
+        seen["follow_up"] = await member.send(
+            member.message("og hvem skriver referatet?", **reply_to)
+        )
+        seen["sticker"] = await member.send(member.message(sticker=NOT_TEXT["sticker"], **reply_to))
+
+    fake = run_bot(service, settings, scenario)
+    sent = fake.called("sendMessage")
+    assert [visible_text(m.text) for m in sent] == [
+        visible_text(seen["answer"].text),
+        *(visible_text(m.text) for m in seen["follow_up"]),
+        messages.NOT_TEXT["nb"],
+    ]
+    assert LEAD in visible_text(seen["answer"].text)
+    assert "referat" in visible_text(seen["follow_up"][-1].text).lower()
+    assert service.last_turn(conversation(-2002, 6)).question == "og hvem skriver referatet?"
+
+
+def test_in_a_group_anyone_can_use_the_buttons_under_an_answer(service, settings):
+    """The buttons under one member's answer work for a colleague too: the vote is stored for
+    that answer, and the source is shown."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        member = user.other(GROUP, user=6)
+        colleague = user.other(GROUP, user=8)
+        answer = seen["answer"] = await member.ask("@StyringsTestBot " + QUESTION)
+        turn = turn_of(answer)
+        seen["thanks"], _ = await colleague.press(f"fb:{turn}:0", on=answer)
+        _, seen["source"] = await colleague.press(f"src:{turn}:1", on=answer, replies=1)
+
+    run_bot(service, settings, scenario)
+    assert seen["thanks"].params["text"] == messages.THANKS[False]["nb"]
+    (event,) = service.store.events("down")
+    assert event.question == QUESTION
+    (source,) = seen["source"]
+    assert "lysbilde 11" in visible_text(source.text)
+    assert source.params["reply_parameters"]["message_id"] == seen["answer"].result["message_id"]
+    assert service.last_turn(conversation(-2002, 8)) is None  # the colleague asked nothing
+
+
+def test_the_bot_says_hello_when_added_to_a_group(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        admin = user.other(GROUP, user=6)
+        (seen["hello"],) = await admin.send(admin.message(new_chat_members=[BOT_USER]))
+
+    run_bot(service, settings, scenario)
+    hello = seen["hello"]
+    assert visible_text(hello.text) == f"{messages.WELCOME['nb']}\n\n{help_text('nb', 'telegram')}"
+    assert "reply_parameters" not in hello.params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -711,10 +919,11 @@ def _long_view(text: str) -> SourceView:
     return SourceView("0123456789ab", citation, "nb")
 
 
-def assert_split_keeps_every_word(parts: list[str], text: str) -> None:
+def assert_split_keeps_every_word(parts: list[str], text: str, limit: int = 4096) -> None:
     assert len(parts) > 1
     for part in parts:
         assert_telegram_html(part)
+        assert len(part) <= limit
     words = " ".join(" ".join(visible_text(p) for p in parts).split())
     assert " ".join(text.split()) in words
 
@@ -723,7 +932,7 @@ def test_long_source_splits_between_paragraphs_below_the_limit():
     paragraphs = [PARAGRAPH.format(n=n) for n in range(40)]
     text = "\n\n".join(paragraphs)
     assert len(text) > 9_000
-    parts = render.telegram_source(_long_view(text))
+    parts = render.source(_long_view(text))
     assert_split_keeps_every_word(parts, text)
     shown = [block for part in parts for block in visible_text(part).split("\n\n")]
     assert shown == ["[1] «Tittel <med> & tegn», side 3", "dokument.pdf", *paragraphs]
@@ -732,14 +941,36 @@ def test_long_source_splits_between_paragraphs_below_the_limit():
 def test_one_huge_paragraph_is_cut_between_words():
     text = " ".join(f"ord{n} & <x>" for n in range(1_500))
     assert len(text) > 9_000 and "\n" not in text
-    assert_split_keeps_every_word(render.telegram_source(_long_view(text)), text)
+    assert_split_keeps_every_word(render.source(_long_view(text)), text)
 
 
 def test_long_answer_splits_into_valid_messages():
     text = " ".join(PARAGRAPH.format(n=n) for n in range(40))
     citation = _long_view(text).citation
-    answer = Answer(QUESTION, text, False, "nb", citations=[citation, replace(citation, n=2)])
-    assert_split_keeps_every_word(render.telegram_answer(answer), text)
+    answer = Answer(
+        QUESTION,
+        "nb",
+        False,
+        statements=[Statement(text, (1,)), Statement(text, (1,), verbatim=True)],
+        citations=[citation, replace(citation, n=2)],
+    )
+    parts = render.answer(answer)
+    assert_split_keeps_every_word(parts, text)
+    assert_split_keeps_every_word(render.answer(answer, 500), text, 500)
+
+
+def test_replies_render_what_they_are():
+    """A feedback receipt carries the answer it thanks for, but shows only its sentence and no
+    buttons; a reply with nothing to say is no message at all (Telegram refuses empty text)."""
+    answer = Answer(QUESTION, "nb", False, statements=[Statement("Svar.", (1,))])
+    answer.citations = [Citation(1, "T", "t.pdf", None, "Svar.", "Svar.")]
+    thanks = messages.THANKS[True]["nb"]
+    receipt = Reply(ReplyKind.FEEDBACK, "nb", thanks, answer=answer, turn_id="t1", helpful=True)
+    assert render.reply(receipt) == [html.escape(thanks, quote=False)]
+    assert render.keyboard(receipt) is None
+    assert render.keyboard(Reply(ReplyKind.ANSWER, "nb", answer=answer, turn_id="t1"))
+    assert render.reply(Reply(ReplyKind.QUIT, "nb")) == []
+    assert render.text("  \n\n ") == []
 
 
 SMALL_LIMIT = 300  # no seed passage is near 4096 characters; a smaller limit splits real answers
@@ -750,10 +981,10 @@ def test_long_answer_and_source_reach_telegram_as_several_valid_messages(service
 
     async def scenario(user: User) -> None:
         seen["answer"] = await user.ask(QUESTION)
-        turn = service.last_turn(f"telegram:{user.chat['id']}:{user.user}")
+        turn = service.last_turn(conversation(CHAT))
         seen["turn"] = turn
-        view = service.source(f"telegram:{user.chat['id']}:{user.user}", 1, turn.id)
-        expected = len(render.telegram_source(view, SMALL_LIMIT))
+        view = service.source(conversation(CHAT), 1, turn.id)
+        expected = len(render.source(view, SMALL_LIMIT))
         _, seen["source"] = await user.press(
             f"src:{turn.id}:1", on=seen["answer"], replies=expected
         )
@@ -762,7 +993,7 @@ def test_long_answer_and_source_reach_telegram_as_several_valid_messages(service
     fake = run_bot(service, settings, scenario, message_limit=SMALL_LIMIT)
     sent = fake.called("sendMessage")
     answer_parts = sent[: sent.index(seen["answer"]) + 1]
-    whole = render.telegram_answer(seen["turn"].answer)  # the same answer in one message
+    whole = render.answer(seen["turn"].answer)  # the same answer in one message
     assert len(whole) == 1 and len(answer_parts) > 1
     assert all(len(m.text) <= SMALL_LIMIT for m in [*answer_parts, *seen["source"]])
     assert [bool(m.buttons) for m in answer_parts] == [False] * (len(answer_parts) - 1) + [True]
@@ -772,32 +1003,159 @@ def test_long_answer_and_source_reach_telegram_as_several_valid_messages(service
 
 
 # ---------------------------------------------------------------------------------------------
+# When Telegram fails: 429 and server errors are retried with backoff
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # PTB on RetryAfter.retry_after's type
+def test_a_send_refused_with_429_waits_out_retry_after_and_is_sent(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        user.fake.fail("sendMessage", (429, 0.3))  # Telegram's flood control
+        seen["answer"] = await user.ask(QUESTION)
+
+    fake = run_bot(service, settings, scenario)
+    refused, sent = fake.called("sendMessage")
+    assert (refused.status, sent.status) == (429, 200)
+    assert refused.text == sent.text and sent is seen["answer"]
+    assert sent.at - refused.at >= 0.3
+    assert LEAD in visible_text(sent.text)
+
+
+def test_sends_are_retried_with_backoff_on_server_errors_and_dropped_connections(service, settings):
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        user.fake.fail("sendMessage", 500, 502, DROP)
+        user.fake.fail("sendChatAction", 503)
+        seen["answer"] = await user.ask(QUESTION)
+        user.fake.fail("answerCallbackQuery", 500)
+        seen["thanks"], _ = await user.press(f"fb:{turn_of(seen['answer'])}:1", seen["answer"])
+
+    fake = run_bot(service, settings, scenario, backoff=BACKOFF)
+    attempts = fake.called("sendMessage")
+    assert [c.status for c in attempts] == [500, 502, 0, 200]
+    assert len({c.text for c in attempts}) == 1 and attempts[-1] is seen["answer"]
+    waits = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
+    assert [wait >= BACKOFF * 2**n for n, wait in enumerate(waits)] == [True, True, True], waits
+    assert LEAD in visible_text(seen["answer"].text)
+    assert [c.status for c in fake.called("sendChatAction")] == [503, 200]
+    assert [c.status for c in fake.called("answerCallbackQuery")] == [500, 200]
+    assert seen["thanks"].params["text"] == messages.THANKS[True]["nb"]
+    assert len(service.store.events("up")) == 1
+
+
+def test_a_bad_request_is_not_repeated(service, settings):
+    """Only 429, 5xx and dropped connections are worth another try: a 400 is final (here, a
+    typing indicator Telegram refuses), and the answer still comes."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        user.fake.fail("sendChatAction", 400)
+        seen["answer"] = await user.ask(QUESTION)
+
+    fake = run_bot(service, settings, scenario)
+    assert [c.status for c in fake.called("sendChatAction")] == [400]
+    assert LEAD in visible_text(seen["answer"].text)
+
+
+# ---------------------------------------------------------------------------------------------
+# State survives a restart
+
+
+def test_buttons_and_follow_ups_work_after_a_restart(seed_engine, settings, tmp_path):
+    """Ask, stop the bot, start a new application and service on the same store file: the old
+    answer's 👍 and "Kilde 1" buttons still work, and a follow-up still builds on it."""
+    url = f"sqlite:///{tmp_path / 'state' / 's.sqlite3'}"
+    seen: dict[str, Any] = {}
+
+    async def before(user: User) -> None:
+        seen["answer"] = await user.ask(QUESTION)
+
+    async def after(user: User) -> None:
+        answer = seen["answer"]
+        turn = turn_of(answer)
+        seen["thanks"], _ = await user.press(f"fb:{turn}:1", on=answer)
+        _, seen["source"] = await user.press(f"src:{turn}:1", on=answer, replies=1)
+        seen["follow-up"] = await user.ask(FOLLOW_UP)
+
+    first = ConversationService(seed_engine, Store(url))
+    try:
+        run_bot(first, settings, before)
+    finally:
+        first.close()
+    again = ConversationService(seed_engine, Store(url))
+    try:
+        run_bot(again, settings, after)
+        (up,) = again.store.events("up")
+        assert up.question == QUESTION
+        assert again.last_turn(conversation(CHAT)).question == FOLLOW_UP
+    finally:
+        again.close()
+    assert seen["thanks"].params["text"] == messages.THANKS[True]["nb"]
+    assert not seen["thanks"].params.get("show_alert")
+    (source,) = seen["source"]
+    assert "lysbilde 11" in visible_text(source.text)
+    assert MINUTES in visible_text(seen["follow-up"].text)
+
+
+# ---------------------------------------------------------------------------------------------
 # Settings: allowed chats, rate limit, misconfiguration
+
+OUTSIDE_GROUP = {"id": -3003, "type": "group", "title": "Naboetaten"}
 
 
 def test_only_allowed_chats_get_answers(service, data_dir):
     settings = telegram_settings(data_dir, telegram_allowed_chats="42; -1001")
     seen: dict[str, Any] = {}
-    refusal = render.NOT_ALLOWED["nb"]
+    refusal = messages.NOT_ALLOWED["nb"]
 
     async def scenario(user: User) -> None:
         stranger = user.other(7)
         seen["question"] = await stranger.say(QUESTION)
         seen["start"] = await stranger.say("/start")
+        seen["sticker"] = await stranger.send(stranger.message(sticker=NOT_TEXT["sticker"]))
         seen["button"], seen["new"] = await stranger.press(
             "fb:deadbeef0000:1", on=Call("sendMessage", {}, stranger.message("hei")["message"])
         )
+        # In a group outside the list, only what is meant for the bot gets the refusal.
+        neighbour = user.other(OUTSIDE_GROUP, user=8)
+        user.fake.push(neighbour.message("Hvem leder etatsstyringsmøtet?"))
+        seen["mention"] = await neighbour.say("@StyringsTestBot " + QUESTION)
+        on = Call("sendMessage", {}, neighbour.message("hei")["message"])
+        seen["group button"], _ = await neighbour.press("src:deadbeef0000:1", on=on)
+        seen["added"] = await neighbour.send(neighbour.message(new_chat_members=[BOT_USER]))
+        # The chats on the list work as always.
         seen["allowed"] = await user.other(42).ask(QUESTION)
+        member = user.other(FORUM, user=5)
+        seen["allowed group"] = await member.ask("@StyringsTestBot " + QUESTION)
 
     fake = run_bot(service, settings, scenario)
-    assert seen["question"] == seen["start"] == refusal
+    assert seen["question"] == seen["start"] == seen["mention"] == refusal
+    assert [visible_text(m.text) for m in seen["sticker"]] == [refusal]
     assert (seen["button"].params["text"], seen["new"]) == (refusal, [])
-    assert "kommunaldirektør" in visible_text(seen["allowed"].text)
-    assert [int(c.params["chat_id"]) for c in fake.called("sendChatAction")] == [42]
+    assert seen["group button"].params["text"] == refusal
+    assert [visible_text(m.text) for m in seen["added"]] == [refusal]  # no welcome
+    assert [visible_text(m.text) for m in fake.called("sendMessage")].count(refusal) == 5
+    assert LEAD in visible_text(seen["allowed"].text)
+    assert LEAD in visible_text(seen["allowed group"].text)
+    assert [int(c.params["chat_id"]) for c in fake.called("sendChatAction")] == [42, -1001]
+    assert service.store.events("up", "down") == []
+    assert service.last_turn(conversation(7)) is None
+    assert service.last_turn(conversation(-3003, 8)) is None
 
 
-def test_rate_limit_stops_the_third_question_in_a_minute(service, data_dir):
-    settings = telegram_settings(data_dir, rate_limit=2)
+def test_the_allowlist_is_a_chat_filter_ahead_of_every_handler(service, data_dir):
+    settings = telegram_settings(data_dir, telegram_allowed_chats="42; -1001")
+    app = build_application(service, settings)
+    (guard,) = app.handlers[-1]  # the group that runs before all others
+    chats = getattr(guard.filters, "inv_filter", None)
+    assert isinstance(chats, filters.Chat) and chats.chat_ids == {42, -1001}
+    assert -1 not in build_application(service, telegram_settings(data_dir)).handlers
+
+
+def test_rate_limit_stops_the_third_question_in_a_minute(seed_engine, settings):
+    service = ConversationService(seed_engine, Store("sqlite://"), rate_limit=2)
     seen: dict[str, Any] = {}
 
     async def scenario(user: User) -> None:
@@ -805,15 +1163,20 @@ def test_rate_limit_stops_the_third_question_in_a_minute(service, data_dir):
         await user.ask(FOLLOW_UP)
         seen["third"] = await user.say(QUESTION)
         seen["help"] = await user.say("/hjelp")  # commands are not questions
+        seen["kilde"] = await user.say("/kilde 1")
         seen["neighbour"] = await user.other(CHAT, user=99).ask(QUESTION)
 
-    fake = run_bot(service, settings, scenario)
-    pattern = re.escape(render.RATE_LIMITED["nb"]).replace(re.escape("{seconds}"), r"(\d+)")
+    try:
+        fake = run_bot(service, settings, scenario)
+    finally:
+        service.close()
+    pattern = re.escape(messages.RATE_LIMITED["nb"]).replace(re.escape("{seconds}"), r"(\d+)")
     wait = re.fullmatch(pattern, seen["third"])
     assert wait and 50 <= int(wait[1]) <= 60, seen["third"]
-    assert seen["help"] == render.help_text("nb")
-    assert "kommunaldirektør" in visible_text(seen["neighbour"].text)
-    assert len(fake.called("sendChatAction")) == 3
+    assert seen["help"] == help_text("nb", "telegram")
+    assert seen["kilde"].startswith("[1] «")
+    assert LEAD in visible_text(seen["neighbour"].text)
+    assert len(fake.called("sendChatAction")) == 4  # the questions, not the commands
 
 
 @pytest.mark.parametrize("token", [None, "", "   "])
@@ -840,12 +1203,38 @@ def test_malformed_allowed_chats_are_refused_with_the_settings():
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_network_and_a_rejected_token_are_config_errors(data_dir):
+    closed = telegram_settings(data_dir, telegram_base_url=f"http://127.0.0.1:{_free_port()}/bot")
+    with pytest.raises(ChannelConfigError, match="Fikk ikke kontakt med Telegram") as unreachable:
+        check_connection(closed)
+    assert "\n" not in str(unreachable.value) and TOKEN not in str(unreachable.value)
+
+    async def rejected() -> None:
+        fake = FakeBotAPI(token="999:OTHER")
+        await fake.start()
+        try:
+            local = telegram_settings(data_dir, telegram_base_url=fake.base_url)
+            with pytest.raises(ChannelConfigError, match="avviste TELEGRAM_BOT_TOKEN"):
+                await asyncio.to_thread(check_connection, local)
+        finally:
+            await fake.stop()
+
+    asyncio.run(rejected())
+
+
 @pytest.mark.parametrize(
     ("environment", "fragment"),
     [
         ({"TELEGRAM_ALLOWED_CHATS": "42, abc"}, "TELEGRAM_ALLOWED_CHATS"),
         ({"TELEGRAM_BOT_TOKEN": ""}, "TELEGRAM_BOT_TOKEN"),
         ({"TELEGRAM_WEBHOOK_URL": "https://bot.example/telegram"}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({}, "Fikk ikke kontakt med Telegram"),  # nothing listens on port 9
     ],
 )
 def test_cli_telegram_misconfigured_is_one_sentence_before_the_engine_opens(
@@ -871,13 +1260,78 @@ def test_cli_telegram_misconfigured_is_one_sentence_before_the_engine_opens(
 
 
 # ---------------------------------------------------------------------------------------------
-# Webhook mode, through the real `styringsbot telegram` command
+# The real `styringsbot telegram` command
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _bot_env(seed_engine, **extra: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return subprocess_env(
+        STYRINGSBOT_DATA_DIR=str(seed_engine.settings.data_dir),
+        STYRINGSBOT_KNOWLEDGE_DIR=str(SEED_KNOWLEDGE),
+        STYRINGSBOT_QUESTION_LOG="off",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        **extra,
+    )
+
+
+async def _run_to_exit(env: dict[str, str]) -> tuple[int, str]:
+    bot = await asyncio.create_subprocess_exec(
+        str(console_script("styringsbot")),
+        "telegram",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(bot.communicate(), 60)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+    assert bot.returncode is not None
+    return bot.returncode, err.decode()
+
+
+def assert_one_sentence(err: str, fragment: str) -> None:
+    assert "Traceback" not in err, err
+    assert err.startswith("Feil: ") and err.count("\n") == 1, err
+    assert fragment in err and TOKEN not in err, err
+
+
+def test_cli_telegram_without_network_exits_2_with_one_sentence(seed_engine):  # type: ignore[no-untyped-def]
+    env = _bot_env(seed_engine, TELEGRAM_BASE_URL=f"http://127.0.0.1:{_free_port()}/bot")
+    code, err = asyncio.run(_run_to_exit(env))
+    assert code == 2
+    assert_one_sentence(err, "Fikk ikke kontakt med Telegram")
+
+
+def test_cli_telegram_with_a_rejected_token_exits_2_with_one_sentence(seed_engine):  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[int, str, list[Call]]:
+        fake = FakeBotAPI(token="999:THE-REAL-ONE")  # Telegram does not know TOKEN
+        await fake.start()
+        try:
+            code, err = await _run_to_exit(_bot_env(seed_engine, TELEGRAM_BASE_URL=fake.base_url))
+        finally:
+            await fake.stop()
+        return code, err, fake.calls
+
+    code, err, calls = asyncio.run(scenario())
+    assert code == 2
+    assert_one_sentence(err, "Telegram avviste TELEGRAM_BOT_TOKEN")
+    assert calls == []  # the fake answered 401 before recording anything
+
+
+async def _listening(port: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"nothing listens on port {port} within {WAIT_SECONDS} s")
+            await asyncio.sleep(0.02)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
 
 
 def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type: ignore[no-untyped-def]
@@ -887,14 +1341,11 @@ def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type:
     secret = "s3cret_Webhook-1"
     update = {"update_id": 1, **message(private(CHAT), CHAT, QUESTION)}
 
-    async def scenario() -> tuple[Call, int, int, list[Call]]:
+    async def scenario() -> tuple[Call, int, int, int, list[Call], FakeBotAPI]:
         fake = FakeBotAPI()
         await fake.start()
-        env = subprocess_env(
-            STYRINGSBOT_DATA_DIR=str(seed_engine.settings.data_dir),
-            STYRINGSBOT_KNOWLEDGE_DIR=str(SEED_KNOWLEDGE),
-            STYRINGSBOT_QUESTION_LOG="off",
-            TELEGRAM_BOT_TOKEN=TOKEN,
+        env = _bot_env(
+            seed_engine,
             TELEGRAM_BASE_URL=fake.base_url,
             TELEGRAM_WEBHOOK_URL="https://bot.example.org/tg/hook",
             TELEGRAM_WEBHOOK_SECRET=secret,
@@ -911,10 +1362,14 @@ def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type:
         try:
             user = User(fake)
             (registered,) = await user.wait_for(lambda: fake.called("setWebhook"), "setWebhook")
+            await _listening(port)  # PTB registers the webhook just before it starts serving
             url = f"http://127.0.0.1:{port}/tg/hook"
             async with aiohttp.ClientSession() as session:
                 async with session.post(url, json=update) as response:
                     unsigned = response.status
+                wrong = {"X-Telegram-Bot-Api-Secret-Token": "not-the-secret"}
+                async with session.post(url, json=update, headers=wrong) as response:
+                    forged = response.status
                 header = {"X-Telegram-Bot-Api-Secret-Token": secret}
                 async with session.post(url, json=update, headers=header) as response:
                     signed = response.status
@@ -925,44 +1380,12 @@ def test_webhook_mode_refuses_requests_without_the_secret(seed_engine):  # type:
             bot.terminate()
             await asyncio.wait_for(bot.wait(), 30)
             await fake.stop()
-        return registered, unsigned, signed, replies
+        return registered, unsigned, forged, signed, replies, fake
 
-    registered, unsigned, signed, replies = asyncio.run(scenario())
+    registered, unsigned, forged, signed, replies, fake = asyncio.run(scenario())
     assert registered.params["url"] == "https://bot.example.org/tg/hook"
     assert registered.params["secret_token"] == secret
-    assert unsigned == 403
-    assert signed == 200
-    assert "kommunaldirektør" in visible_text(replies[-1].text)
-
-
-GROUP = {"id": -2002, "type": "group", "title": "Ledergruppa"}
-
-
-def test_in_a_group_the_bot_speaks_only_when_addressed(service, settings):
-    """Group members talk among themselves: the bot answers an @mention or a reply to itself,
-    and stays quiet on other messages, photos included."""
-    seen: dict[str, Any] = {}
-
-    async def scenario(user: User) -> None:
-        member = user.other(GROUP, user=6)
-        fake = user.fake
-        for update in (
-            member.message("Hvem leder etatsstyringsmøtet?"),  # said to the others
-            member.message(photo=NOT_TEXT["photo"]),
-        ):
-            fake.push(update)
-        seen["answer"] = await member.ask("@StyringsTestBot hvem leder etatsstyringsmøtet?")
-        reply_to = {"reply_to_message": seen["answer"].result}
-        seen["follow_up"] = await member.send(
-            member.message("og hvem skriver referatet?", **reply_to)
-        )
-
-    fake = run_bot(service, settings, scenario)
-    sent = fake.called("sendMessage")
-    assert [visible_text(m.text) for m in sent] == [
-        visible_text(seen["answer"].text),
-        *(visible_text(m.text) for m in seen["follow_up"]),
-    ]
-    assert "kommunaldirektør" in visible_text(seen["answer"].text)
-    assert "referat" in visible_text(seen["follow_up"][-1].text).lower()
-    assert service.last_turn("telegram:-2002:6").question == "og hvem skriver referatet?"
+    assert (unsigned, forged, signed) == (403, 403, 200)
+    assert len(replies) == 1  # the update with the secret, once
+    assert LEAD in visible_text(replies[-1].text)
+    assert_all_sent_messages_valid(fake)

@@ -1,46 +1,115 @@
-"""The HTTP server: `POST /api/ask`, `GET /healthz`, and Teams' `POST /api/messages`.
+"""The HTTP server: the HTTP API, health checks, and Teams' `POST /api/messages`.
 
-`styringsbot serve` runs it. `/api/ask` returns the same object as `styringsbot ask --json`.
+`styringsbot serve` runs it. `POST /api/ask` returns the same object as `styringsbot ask --json`
+(plus the turn's id in a conversation); `POST /api/feedback` takes 👍/👎 on such an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from bot.config import Settings
-from bot.conversation import ConversationService, ServiceError
+from bot.conversation import ConversationService, Question, Reply, ReplyKind, Vote
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+DRAIN_BYTES = 32 * 1024 * 1024  # an over-long body is read (and dropped) this far, to answer 413
+BODY_SECONDS = 5.0  # a body that has not arrived by then gets 408
 MAX_CONVERSATION_ID = 200
 SERVICE_KEY = web.AppKey("service", ConversationService)
 SETTINGS_KEY = web.AppKey("settings", Settings)
+TEAMS_STATUS_KEY = web.AppKey("teams_status", str)
+CHANNEL = "http"
+# What was wrong with a refused question → the HTTP status that says so.
+STATUS = {"too_long": 413, "gone": 404}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": message}, status=status, dumps=_dumps)
 
 
-async def ask(request: web.Request) -> web.Response:
-    """`{"question": str, "conversation_id": str?}` → the `ask --json` object."""
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or the error response that says what is wrong with it."""
     settings = request.app[SETTINGS_KEY]
     if settings.api_token and not _bearer_matches(request, settings.api_token):
         return _error(401, "Missing or wrong API token; send 'Authorization: Bearer <token>'.")
+    raw = await _read(request)
+    if isinstance(raw, web.Response):
+        return raw
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _error(400, "The body is not UTF-8; send JSON in UTF-8.")
+    except RecursionError:
+        return _error(400, "The JSON is nested too deeply; send a flat object.")
+    except json.JSONDecodeError:
         return _error(400, 'The body is not JSON; send {"question": "..."}.')
     if not isinstance(body, dict):
         return _error(400, 'The body must be a JSON object such as {"question": "..."}.')
-    question = body.get("question")
-    if not isinstance(question, str):
-        return _error(400, 'The field "question" is missing or not a string.')
+    if not _encodable(body):
+        return _error(400, "The body holds a lone surrogate (\\ud800-\\udfff); send real text.")
+    return body
+
+
+async def _read(request: web.Request) -> bytes | web.Response:
+    """The body, read within BODY_SECONDS and at most MAX_BODY_BYTES. A longer body is drained
+    (up to DRAIN_BYTES) so the client hears 413 instead of a reset connection."""
+    size = 0
+    parts: list[bytes] = []
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for part in request.content.iter_chunked(64 * 1024):
+                size += len(part)
+                if size <= MAX_BODY_BYTES:
+                    parts.append(part)
+                elif size > DRAIN_BYTES:
+                    break
+    except TimeoutError:
+        return _error(408, f"The body did not arrive within {BODY_SECONDS:g} seconds.")
+    except (ContentEncodingError, BadHttpMessage, RequestPayloadError):
+        # e.g. "Content-Encoding: gzip" on a body that is not: nothing more is read from it (and
+        # aiohttp must not try to read the rest either, which would raise the error again).
+        request.content.feed_eof()
+        response = _error(400, "The body cannot be read as its headers describe it.")
+        response.force_close()
+        return response
+    if size > MAX_BODY_BYTES:
+        response = _error(413, f"The body is over {MAX_BODY_BYTES // 1024} KB; send less.")
+        response.force_close()
+        return response
+    return b"".join(parts)
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in a JSON value is real text (JSON allows "\\ud800" alone)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
+def _conversation(body: dict[str, Any]) -> web.Response | str | None:
     conversation = body.get("conversation_id")
     if conversation is not None and (
         not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID
@@ -48,18 +117,56 @@ async def ask(request: web.Request) -> web.Response:
         return _error(
             400, f'"conversation_id" must be a string of 1 to {MAX_CONVERSATION_ID} characters.'
         )
+    return f"http:{conversation}" if conversation else None
+
+
+async def ask(request: web.Request) -> web.Response:
+    """`{"question": str, "conversation_id": str?}` → the `ask --json` object."""
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    question = body.get("question")
+    if not isinstance(question, str):
+        return _error(400, 'The field "question" is missing or not a string.')
+    chat = _conversation(body)
+    if isinstance(chat, web.Response):
+        return chat
     service = request.app[SERVICE_KEY]
-    chat = f"http:{conversation}" if conversation else None
-    try:
-        turn = await service.run(service.ask, chat, question, "http")
-    except ServiceError as exc:
-        status = 413 if len(question.strip()) > service.max_question_chars else 400
-        return _error(status, str(exc))
-    return web.json_response(turn.answer.to_dict(), dumps=_dumps)
+    started = time.perf_counter()
+    reply = await service.reply(chat, None, Question(question), CHANNEL)
+    elapsed = (time.perf_counter() - started) * 1000
+    if reply.kind is not ReplyKind.ANSWER or reply.answer is None:
+        return _refused(reply)
+    data = reply.answer.to_dict()
+    if chat is not None:
+        data["turn_id"] = reply.turn_id
+    response = web.json_response(data, dumps=_dumps)
+    response.headers["Server-Timing"] = f"answer;dur={elapsed:.2f}"
+    return response
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+async def feedback(request: web.Request) -> web.Response:
+    """`{"conversation_id": str, "turn_id": str, "helpful": bool}` → `{"thanks": sentence}`."""
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    chat = _conversation(body)
+    if isinstance(chat, web.Response):
+        return chat
+    turn, helpful = body.get("turn_id"), body.get("helpful")
+    if chat is None or not isinstance(turn, str) or not isinstance(helpful, bool):
+        return _error(
+            400, 'Send {"conversation_id": str, "turn_id": str, "helpful": true or false}.'
+        )
+    service = request.app[SERVICE_KEY]
+    reply = await service.reply(chat, None, Vote(turn, helpful), CHANNEL)
+    if reply.kind is not ReplyKind.FEEDBACK:
+        return _refused(reply)
+    return web.json_response({"thanks": reply.text}, dumps=_dumps)
+
+
+def _refused(reply: Reply) -> web.Response:
+    return _error(STATUS.get(reply.problem, 400), reply.text)
 
 
 def _bearer_matches(request: web.Request, token: str) -> bool:
@@ -69,11 +176,10 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Is the index loaded, how big is it, which embedder answers."""
+    """Liveness, and what answers: the index, its size, the embedder."""
     service = request.app[SERVICE_KEY]
     engine = service.engine
     chunks = engine.index.chunks
-    teams = request.app.get(TEAMS_STATUS_KEY, "off")
     return web.json_response(
         {
             "status": "ok",
@@ -81,13 +187,20 @@ async def healthz(request: web.Request) -> web.Response:
             "documents": len({c.source for c in chunks}),
             "chunks": len(chunks),
             "embedder": engine.embedder.id,
-            "teams": teams,
+            "teams": request.app.get(TEAMS_STATUS_KEY, "off"),
         },
         dumps=_dumps,
     )
 
 
-TEAMS_STATUS_KEY = web.AppKey("teams_status", str)
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the index is open and the conversation store answers."""
+    service = request.app[SERVICE_KEY]
+    index_open = bool(service.engine.index.chunks)
+    store = await service.run(service.store.ping)
+    ready = index_open and store
+    body = {"ready": ready, "index": index_open, "store": store}
+    return web.json_response(body, status=200 if ready else 503, dumps=_dumps)
 
 
 @web.middleware
@@ -111,10 +224,13 @@ def create_app(service: ConversationService, settings: Settings) -> web.Applicat
     """The aiohttp application with every HTTP route; Teams is added when configured."""
     from bot.channels.teams import add_teams_routes
 
+    # The API reads its bodies itself (_read); Teams' endpoint keeps aiohttp's limit.
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = settings
     app.router.add_post("/api/ask", ask)
+    app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app[TEAMS_STATUS_KEY] = add_teams_routes(app, service, settings)
     return app

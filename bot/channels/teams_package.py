@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.channels import ChannelConfigError
+from bot.commands import teams_commands
 
 MANIFEST_VERSION = "1.17"
 MANIFEST_SCHEMA = (
@@ -32,11 +33,7 @@ class PackageInfo:
 
 
 def manifest(info: PackageInfo) -> dict:
-    commands = [
-        {"title": "hjelp", "description": "Hva jeg kan svare på, og hvordan"},
-        {"title": "kilde 1", "description": "Vis hele kilde 1 fra siste svar"},
-        {"title": "ny", "description": "Start en ny samtale"},
-    ]
+    commands = teams_commands()
     return {
         "$schema": MANIFEST_SCHEMA,
         "manifestVersion": MANIFEST_VERSION,

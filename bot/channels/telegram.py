@@ -1,59 +1,97 @@
 """Telegram through python-telegram-bot: `styringsbot telegram`.
 
-Long polling by default (works behind a firewall); a webhook with a secret token when
-`TELEGRAM_WEBHOOK_URL` is set. Every reply is HTML with all source text escaped, split below
-Telegram's 4096-character limit between paragraphs.
+Transport only: each update becomes a message or an action for the conversation service, and its
+Reply goes back as HTML (`bot/render/telegram.py`), split below Telegram's 4096 characters. Long
+polling by default (works behind a firewall); a webhook with a secret token when
+`TELEGRAM_WEBHOOK_URL` is set. Sends are retried with backoff when Telegram answers 429 or 5xx
+or the connection drops. In a group the bot speaks only when addressed, and quotes the question it
+answers (so anyone's 👍/👎 or "Kilde" under an answer finds the asker's conversation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlparse
 
 from telegram import (
+    Bot,
     BotCommand,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
+    MaybeInaccessibleMessage,
     Message,
+    ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
+    AIORateLimiter,
     Application,
     ApplicationHandlerStop,
     CallbackQueryHandler,
-    CommandHandler,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
-from bot import render
-from bot.answer import Answer
+from bot import messages
 from bot.channels import ChannelConfigError
+from bot.commands import parse_command, telegram_menu
 from bot.config import Settings
-from bot.conversation import ConversationService, RateLimiter, ServiceError
-from bot.language import detect
+from bot.conversation import (
+    ConversationService,
+    Incoming,
+    NotText,
+    ReplyKind,
+    ShowSource,
+    Vote,
+    Welcome,
+)
+from bot.render import telegram as render
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
-COMMANDS = [
-    BotCommand("hjelp", "Hva jeg kan svare på, og hvordan"),
-    BotCommand("kilde", "Vis hele kilde N fra siste svar, f.eks. /kilde 1"),
-    BotCommand("ny", "Start en ny samtale (glem den forrige)"),
-    BotCommand("start", "Velkommen og hjelp"),
-]
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _CALLBACK = re.compile(r"^(fb|src):([0-9a-f]{1,32}):(\d{1,3})$")
+RETRIES = 3  # a send that meets 429 or a server error is tried again this many times
+BACKOFF = 0.5  # seconds before the first retry; doubled each time
+POPUP_LIMIT = 200  # characters of a callback answer (the note a button shows)
+
+
+class RetryingRateLimiter(AIORateLimiter):
+    """python-telegram-bot's rate limiter (which waits out a 429's retry_after), and besides a
+    retry with backoff when Telegram answers 5xx or the connection drops."""
+
+    def __init__(self, retries: int = RETRIES, backoff: float = BACKOFF) -> None:
+        super().__init__(max_retries=retries)
+        self._retries = retries
+        self._backoff = backoff
+
+    async def process_request(self, *args: Any, **kwargs: Any) -> Any:
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                return await super().process_request(*args, **kwargs)
+            except NetworkError as exc:
+                # Only the plain NetworkError is a server error or a dropped connection; its
+                # subclasses (BadRequest, TimedOut …) are not worth repeating.
+                if type(exc) is not NetworkError or attempt == self._retries:
+                    raise
+                log.warning("Telegram request failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class TelegramBot:
-    """The handlers; one instance per running bot, holding no state of its own but the limiter."""
+    """The handlers: each update becomes a message or an action for the conversation service."""
 
     def __init__(
         self,
@@ -64,175 +102,176 @@ class TelegramBot:
         self.service = service
         self.message_limit = message_limit
         self.allowed = settings.telegram_chat_ids
-        self.limiter = RateLimiter(settings.rate_limit)
+        # One turn at a time per conversation: with concurrent updates, a follow-up sent right
+        # after a question must still be read after that question's answer.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def register(self, app: Application) -> None:
-        app.add_handler(TypeHandler(Update, self.guard), group=-1)
-        app.add_handler(CommandHandler("start", self.start))
-        app.add_handler(CommandHandler(["hjelp", "help"], self.help))
-        app.add_handler(CommandHandler(["ny", "new"], self.new))
-        app.add_handler(CommandHandler(["kilde", "source"], self.source))
+        if self.allowed:
+            # Chats outside TELEGRAM_ALLOWED_CHATS get a polite refusal and nothing else.
+            outside = ~filters.Chat(chat_id=self.allowed)
+            app.add_handler(MessageHandler(outside, self.refuse), group=-1)
         app.add_handler(CallbackQueryHandler(self.button))
         new_messages = filters.UpdateType.MESSAGE
-        app.add_handler(MessageHandler(new_messages & filters.COMMAND, self.unknown_command))
-        app.add_handler(MessageHandler(new_messages & filters.TEXT, self.question))
-        # In groups, people share photos and files with each other: only a private chat is told
-        # that the bot reads text.
-        not_text = (
-            new_messages & filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.StatusUpdate.ALL
-        )
+        app.add_handler(MessageHandler(new_messages & filters.TEXT, self.message))
+        not_text = new_messages & ~filters.TEXT & ~filters.StatusUpdate.ALL
         app.add_handler(MessageHandler(not_text, self.not_text))
+        joined = new_messages & filters.StatusUpdate.NEW_CHAT_MEMBERS
+        app.add_handler(MessageHandler(joined, self.joined))
         app.add_error_handler(self.failed)
 
-    # -- guards -----------------------------------------------------------------------------
-
-    async def guard(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Chats outside TELEGRAM_ALLOWED_CHATS get a polite refusal and nothing else."""
-        chat = update.effective_chat
-        if not self.allowed or (chat is not None and chat.id in self.allowed):
-            return
-        if update.callback_query is not None:
-            await update.callback_query.answer(render.say(render.NOT_ALLOWED, "nb"))
-        elif update.message is not None and _meant_for_bot(update.message, context.bot):
-            await self._send(update.message, render.say(render.NOT_ALLOWED, "nb"))
+    async def refuse(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message  # new messages only: never edits or channel posts
+        if message is not None and _meant_for_bot(message, context.bot):
+            await self._send_text(_Target.of(message), messages.say(messages.NOT_ALLOWED, "nb"))
         raise ApplicationHandlerStop
 
-    # -- commands ---------------------------------------------------------------------------
+    # -- messages and buttons ---------------------------------------------------------------
 
-    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        text = f"{render.WELCOME['nb']}\n\n{render.help_text('nb')}"
-        await self._send(update.effective_message, text)
-
-    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        language = "en" if _command_word(update) == "help" else "nb"
-        await self._send(update.effective_message, render.help_text(language))
-
-    async def new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        self.service.forget(_chat_key(update))
-        await self._send(update.effective_message, render.say(render.NEW_CONVERSATION, "nb"))
-
-    async def source(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        argument = " ".join(context.args or [])
-        try:
-            view = self.service.source(_chat_key(update), argument)
-        except ServiceError as exc:
-            await self._send(update.effective_message, str(exc))
-            return
-        parts = render.telegram_source(view, self.message_limit)
-        await self._send_html(update.effective_message, parts)
-
-    async def unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        reply = render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp")
-        await self._send(update.effective_message, reply)
+    async def message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        text = message.text or ""
+        if not _meant_for_bot(message, context.bot):
+            return  # in a group, answer only when @mentioned, replied to or given a command
+        text = _without_mention(text, context.bot.username)
+        key = _chat_key(update)
+        async with self._lock(key):
+            if parse_command(text).name == "ask":  # commands and blank text answer at once
+                await self._typing(message)
+            await self._answer(update, key, message, text)
 
     async def not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._send(update.effective_message, render.say(render.TEXT_ONLY, "nb"))
-
-    # -- questions --------------------------------------------------------------------------
-
-    async def question(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        # In groups, people share photos and files with each other: only a private chat, or a
+        # reply to the bot, is told that the bot reads text.
         message = update.effective_message
-        if message.chat.type != ChatType.PRIVATE and not _addressed_to(message, context.bot):
-            return  # in a group, answer only when @mentioned or replied to
-        text = _without_mention(message.text or "", context.bot.username)
-        user = f"telegram:{update.effective_user.id if update.effective_user else '?'}"
-        if not self.limiter.allow(user):
-            seconds = max(1, round(self.limiter.retry_after(user)))
-            reply = render.say(render.RATE_LIMITED, detect(text), seconds=seconds)
-            await self._send(message, reply)
-            return
-        await context.bot.send_chat_action(
-            message.chat_id, ChatAction.TYPING, message_thread_id=_thread(message)
-        )
-        try:
-            turn = await self.service.run(self.service.ask, _chat_key(update), text, CHANNEL)
-        except ServiceError as exc:
-            await self._send(message, str(exc))
-            return
-        parts = render.telegram_answer(turn.answer, self.message_limit)
-        await self._send_html(message, parts, keyboard=_keyboard(turn.answer, turn.id))
+        if _meant_for_bot(message, context.bot):
+            await self._answer(update, _chat_key(update), message, NotText())
+
+    async def joined(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Added to a group: say hello and what the bot can do."""
+        message = update.effective_message
+        if any(member.id == context.bot.id for member in message.new_chat_members):
+            target = replace(_Target.of(message), reply_to=None)
+            reply = await self.service.reply(_chat_key(update), None, Welcome(), CHANNEL)
+            await self._send(target, render.reply(reply, self.message_limit))
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
+        chat = update.effective_chat
+        if self.allowed and (chat is None or chat.id not in self.allowed):
+            await query.answer(_popup(messages.say(messages.NOT_ALLOWED, "nb")))
+            return
         match = _CALLBACK.match(query.data or "")
+        incoming: Incoming
         if match is None:
-            await query.answer(render.say(render.UNKNOWN_COMMAND, "nb", help="/hjelp"))
-            return
-        kind, turn_id, value = match.groups()
-        chat = _chat_key(update)
-        try:
-            if kind == "fb":
-                turn = await self.service.run(
-                    self.service.feedback, chat, turn_id, value == "1", CHANNEL
-                )
-                await query.answer(render.say(render.THANKS[value == "1"], turn.answer.language))
+            incoming = "/?"  # not a button of this bot: read as an unknown command
+        else:
+            kind, turn_id, value = match.groups()
+            incoming = Vote(turn_id, value == "1") if kind == "fb" else ShowSource(value, turn_id)
+        key = _owner_key(update, context.bot)
+        async with self._lock(key):
+            reply = await self.service.reply(key, _user_key(update), incoming, CHANNEL)
+            if reply.kind == ReplyKind.SOURCE:
+                await query.answer()  # the button stops spinning; the passage follows
+                if query.message is not None:
+                    target = _Target.of(query.message)
+                    await self._send(target, render.reply(reply, self.message_limit))
                 return
-            view = self.service.source(chat, value, turn_id=turn_id)
-        except ServiceError as exc:
-            await query.answer(str(exc), show_alert=True)
-            return
-        await query.answer()
-        if query.message is not None and isinstance(query.message, Message):
-            await self._send_html(query.message, render.telegram_source(view, self.message_limit))
+        await query.answer(_popup(reply.text), show_alert=reply.kind == ReplyKind.ERROR)
 
     async def failed(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("Telegram update failed", exc_info=context.error)
-        if isinstance(update, Update) and update.effective_message is not None:
-            try:
-                await self._send(update.effective_message, render.say(render.FAILED, "nb"))
-            except TelegramError:
-                log.warning("Could not tell the user about the failure either")
+        if not isinstance(update, Update):
+            return
+        sorry = messages.say(messages.FAILED, "nb")
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(_popup(sorry), show_alert=True)
+            elif update.effective_message is not None:
+                await self._send_text(_Target.of(update.effective_message), sorry)
+        except TelegramError:
+            log.warning("Could not tell the user about the failure either")
 
-    # -- sending ----------------------------------------------------------------------------
+    # -- replying ---------------------------------------------------------------------------
 
-    async def _send(self, message: Message | None, text: str) -> None:
-        await self._send_html(message, render.telegram_text(text, self.message_limit))
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
-    async def _send_html(
+    async def _typing(self, message: Message) -> None:
+        """ "typing…" while the answer is found; a failure here must not cost the answer."""
+        try:
+            await message.get_bot().send_chat_action(
+                message.chat_id, ChatAction.TYPING, message_thread_id=_thread(message)
+            )
+        except TelegramError as exc:
+            log.warning("Could not show 'typing': %s", exc)
+
+    async def _answer(self, update: Update, key: str, message: Message, incoming: Incoming) -> None:
+        reply = await self.service.reply(key, _user_key(update), incoming, CHANNEL)
+        parts = render.reply(reply, self.message_limit)
+        await self._send(_Target.of(message), parts, keyboard=render.keyboard(reply))
+
+    async def _send_text(self, target: _Target, text: str) -> None:
+        await self._send(target, render.text(text, self.message_limit))
+
+    async def _send(
         self,
-        message: Message | None,
+        target: _Target,
         parts: list[str],
         keyboard: InlineKeyboardMarkup | None = None,
     ) -> None:
-        if message is None:
-            return
+        quoted = (
+            ReplyParameters(target.reply_to, allow_sending_without_reply=True)
+            if target.reply_to is not None
+            else None
+        )
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            await message.get_bot().send_message(
-                chat_id=message.chat_id,
+            await target.bot.send_message(
+                chat_id=target.chat_id,
                 text=part,
                 parse_mode=ParseMode.HTML,
                 link_preview_options=_NO_PREVIEW,
                 reply_markup=keyboard if last else None,
-                message_thread_id=_thread(message),
+                message_thread_id=target.thread,
+                reply_parameters=quoted,
             )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a reply goes: the chat, its forum topic, and in a group the message it answers (so
+    everyone sees whose question it is, and the buttons know whose conversation it belongs to)."""
+
+    bot: Bot
+    chat_id: int
+    thread: int | None = None
+    reply_to: int | None = None
+
+    @classmethod
+    def of(cls, message: MaybeInaccessibleMessage) -> _Target:
+        group = message.chat.type != ChatType.PRIVATE
+        if not isinstance(message, Message):  # a button under a message older than 48 hours
+            return cls(message.get_bot(), message.chat.id)
+        return cls(
+            message.get_bot(),
+            message.chat_id,
+            _thread(message),
+            message.message_id if group else None,
+        )
+
+
+def _popup(text: str) -> str:
+    """A callback answer's text: Telegram shows at most 200 characters."""
+    return text if len(text) <= POPUP_LIMIT else text[: POPUP_LIMIT - 1].rstrip() + "…"
 
 
 def _thread(message: Message) -> int | None:
     """The forum topic a message was sent in, so the reply lands in the same topic."""
     return message.message_thread_id if message.is_topic_message else None
-
-
-def _keyboard(answer: Answer, turn_id: str) -> InlineKeyboardMarkup | None:
-    if answer.abstained:
-        return None
-    labels = render.LABELS.get(answer.language, render.LABELS["nb"])
-    rows = [
-        [
-            InlineKeyboardButton(labels["helpful"], callback_data=f"fb:{turn_id}:1"),
-            InlineKeyboardButton(labels["unhelpful"], callback_data=f"fb:{turn_id}:0"),
-        ]
-    ]
-    if answer.citations:
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    labels["source"].format(n=c.n), callback_data=f"src:{turn_id}:{c.n}"
-                )
-                for c in answer.citations
-            ]
-        )
-    return InlineKeyboardMarkup(rows)
 
 
 def _chat_key(update: Update) -> str:
@@ -242,42 +281,73 @@ def _chat_key(update: Update) -> str:
     return f"telegram:{chat}:{user}"
 
 
-def _command_word(update: Update) -> str:
-    text = update.effective_message.text if update.effective_message else ""
-    return (text or "").lstrip("/").split(" ", 1)[0].split("@", 1)[0].lower()
+def _owner_key(update: Update, bot: Bot) -> str:
+    """The conversation a button belongs to. In a group, anyone may press 👎 or "Kilde 1" under
+    someone else's answer: the answer replies to its question, so the asker is known."""
+    message = update.callback_query.message if update.callback_query else None
+    if isinstance(message, Message) and message.chat.type != ChatType.PRIVATE:
+        question = message.reply_to_message
+        # (In a forum topic a message that quotes nothing "replies" to the topic's first message.)
+        quoted = question is not None and not question.forum_topic_created
+        asker = question.from_user if quoted and question is not None else None
+        if asker is not None and asker.id != bot.id:
+            return f"telegram:{message.chat_id}:{asker.id}"
+    return _chat_key(update)
 
 
-def _meant_for_bot(message: Message, bot: object) -> bool:
-    """A new message the bot should react to: private, a command, or addressed to it in a group
-    (never edits or channel posts, never the group's own conversation)."""
-    if message.chat.type == ChatType.PRIVATE or (message.text or "").startswith("/"):
+def _user_key(update: Update) -> str:
+    return f"telegram:{update.effective_user.id if update.effective_user else '?'}"
+
+
+def _meant_for_bot(message: Message, bot: Bot) -> bool:
+    """A new message the bot should react to: anything in a private chat; in a group a command
+    for this bot, an @mention of it, a reply to it or its being added (never the group's own
+    conversation)."""
+    if message.chat.type == ChatType.PRIVATE:
         return True
+    if any(member.id == bot.id for member in message.new_chat_members):
+        return True
+    text = message.text or ""
+    if text.startswith("/"):
+        return not _for_another_bot(text, bot.username)
     return _addressed_to(message, bot)
 
 
-def _addressed_to(message: Message, bot: object) -> bool:
+def _for_another_bot(text: str, username: str | None) -> bool:
+    """ "/hjelp@AnnenBot": in a group with several bots, a command one of the others."""
+    word = text.split(maxsplit=1)[0] if text.strip() else ""
+    _, at, name = word.partition("@")
+    return bool(at) and name.casefold() != (username or "").casefold()
+
+
+def _addressed_to(message: Message, bot: Bot) -> bool:
     """A group message meant for the bot: it @mentions the bot or replies to one of its messages."""
-    username = getattr(bot, "username", None)
-    text = message.text or ""
-    if username and f"@{username}".casefold() in text.casefold():
+    text = message.text or message.caption or ""
+    if bot.username and _mention(bot.username).search(text):
         return True
     replied = message.reply_to_message
-    return bool(replied and replied.from_user and replied.from_user.id == getattr(bot, "id", None))
+    return bool(replied and replied.from_user and replied.from_user.id == bot.id)
+
+
+def _mention(username: str) -> re.Pattern[str]:
+    return re.compile(rf"@{re.escape(username)}(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 def _without_mention(text: str, username: str | None) -> str:
     if username:
-        text = re.sub(rf"@{re.escape(username)}\b", " ", text, flags=re.IGNORECASE)
+        text = _mention(username).sub(" ", text)
     return " ".join(text.split())
 
 
 async def _set_commands(app: Application) -> None:
     """Show the commands in Telegram's menu (bokmål is the bot's language)."""
-    await app.bot.set_my_commands(COMMANDS)
+    await app.bot.set_my_commands([BotCommand(word, text) for word, text in telegram_menu()])
 
 
-def check_settings(settings: Settings) -> None:
-    """Fail before anything starts when the Telegram settings cannot work."""
+def check_settings(settings: Settings, *, connect: bool = False) -> None:
+    """Fail before anything starts when the Telegram settings cannot work: a missing token or
+    webhook secret, and (with `connect`) no way to reach Telegram or a token it rejects. Each is
+    one sentence, before the engine is opened."""
     if not settings.telegram_bot_token:
         raise ChannelConfigError(
             "TELEGRAM_BOT_TOKEN er ikke satt; hent et token fra @BotFather og legg det i .env."
@@ -287,19 +357,65 @@ def check_settings(settings: Settings) -> None:
             "TELEGRAM_WEBHOOK_URL er satt, men ikke TELEGRAM_WEBHOOK_SECRET; sett en hemmelig "
             "streng (A–Z, a–z, 0–9, _ og -) så bare Telegram kan sende til webhooken."
         )
+    if connect:
+        check_connection(settings)
+
+
+def _base_urls(settings: Settings) -> dict[str, str]:
+    if not settings.telegram_base_url:
+        return {}
+    base = settings.telegram_base_url.rstrip("/")
+    return {"base_url": base, "base_file_url": re.sub(r"/bot$", "/file/bot", base)}
+
+
+def check_connection(settings: Settings) -> None:
+    """Reach Telegram once before starting, so a missing network or a rejected token is one
+    sentence instead of a traceback. Not retried: at start-up an answer now beats a wait."""
+    token = settings.telegram_bot_token or ""
+
+    async def who_am_i() -> None:
+        async with Bot(token, **_base_urls(settings)) as bot:
+            await bot.get_me()
+
+    try:
+        asyncio.run(who_am_i())
+    except InvalidToken as exc:
+        raise ChannelConfigError(
+            "Telegram avviste TELEGRAM_BOT_TOKEN; hent et nytt token fra @BotFather."
+        ) from exc
+    except TelegramError as exc:
+        where = settings.telegram_base_url or "api.telegram.org"
+        reason = " ".join(str(exc).split())
+        if token:
+            reason = reason.replace(token, "***")  # never print the token
+        raise ChannelConfigError(
+            f"Fikk ikke kontakt med Telegram ({where}: {reason}); sjekk nettverket, eller "
+            "TELEGRAM_BASE_URL for en egen Bot API-server."
+        ) from exc
 
 
 def build_application(
-    service: ConversationService, settings: Settings, message_limit: int = render.TELEGRAM_LIMIT
+    service: ConversationService,
+    settings: Settings,
+    message_limit: int = render.TELEGRAM_LIMIT,
+    *,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF,
 ) -> Application:
     """The python-telegram-bot Application with every handler, built in one place.
-    `message_limit` is Telegram's; a smaller one lets a test see answers split."""
+    `message_limit` is Telegram's; a smaller one lets a test see answers split. `retries` and
+    `backoff` are how a send that meets 429 or a server error is repeated."""
     check_settings(settings)
-    builder = Application.builder().token(settings.telegram_bot_token).post_init(_set_commands)
-    if settings.telegram_base_url:
-        base = settings.telegram_base_url.rstrip("/")
-        builder = builder.base_url(base).base_file_url(re.sub(r"/bot$", "/file/bot", base))
-    builder = builder.concurrent_updates(True)
+    builder = (
+        Application.builder()
+        .token(settings.telegram_bot_token or "")
+        .post_init(_set_commands)
+        .rate_limiter(RetryingRateLimiter(retries, backoff))
+        .concurrent_updates(True)
+    )
+    urls = _base_urls(settings)
+    if urls:
+        builder = builder.base_url(urls["base_url"]).base_file_url(urls["base_file_url"])
     app = builder.build()
     TelegramBot(service, settings, message_limit).register(app)
     return app
@@ -307,7 +423,7 @@ def build_application(
 
 def run(service: ConversationService, settings: Settings) -> None:
     """Run until Ctrl-C: long polling, or a webhook when TELEGRAM_WEBHOOK_URL is set."""
-    app = build_application(service, settings)
+    app = build_application(service, settings)  # `styringsbot telegram` checked the connection
     if settings.telegram_webhook_url:
         app.run_webhook(
             listen=settings.telegram_webhook_listen,

@@ -1,0 +1,160 @@
+"""The conversation store, the same tests on a real SQLite file and a real PostgreSQL server.
+
+PostgreSQL is started by the test in a temporary folder on 127.0.0.1 (as an unprivileged user
+when the tests run as root, since the server refuses root), from the server binaries of the
+machine; `.ci/run` installs Debian's package where they are missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.store import Store, StoredTurn
+
+
+def _server_binaries() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("psycopg")
+    binaries = _server_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
+    # Its own folder: pytest's temporary folders are private to the user running the tests.
+    root = Path(tempfile.mkdtemp(prefix="styringsbot-postgres-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres will not run as root
+        os.chmod(root, 0o777)
+        run_as = ["runuser", "-u", "nobody", "--"]
+    data = root / "data"
+    port = _free_port()
+    subprocess.run(
+        [*run_as, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k {root}"
+    subprocess.run(
+        [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+         str(root / "log"), "start"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
+        shutil.rmtree(root, ignore_errors=True)  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened = Store(url)
+    yield opened
+    if request.param == "postgresql":  # one server for the module: leave it empty
+        from bot.store import metadata
+
+        metadata.drop_all(opened._engine)
+    opened.close()
+
+
+def turn(id_: str, chat: str = "c", created: float = 0.0) -> StoredTurn:
+    context = {"question": "før", "topic": "Etatsstyringsmøte", "cited": ["k1"]}
+    return StoredTurn(id_, chat, created or time.time(), f"spørsmål {id_}", {"n": id_}, context)
+
+
+def test_turns_keep_the_latest_per_chat(store: Store) -> None:
+    for i in range(5):
+        store.add_turn(turn(f"t{i}"), keep=3)
+    store.add_turn(turn("other", chat="d"), keep=3)
+    assert store.last_turn("c").id == "t4"  # type: ignore[union-attr]
+    assert store.turn("c", "t1") is None and store.turn("c", "t2") is not None
+    kept = store.turn("c", "t3")
+    assert (
+        kept is not None
+        and kept.answer == {"n": "t3"}
+        and kept.context["topic"] == "Etatsstyringsmøte"
+    )  # type: ignore[index]
+    assert store.turn("d", "t3") is None  # turns belong to their chat
+    store.forget("c")
+    assert store.last_turn("c") is None and store.last_turn("d") is not None
+
+
+def test_events_a_vote_replaces_a_vote(store: Store) -> None:
+    store.record("abstained", "teams", "t1", "Hva er Q?", "ingen svar", [], None)
+    store.record("down", "telegram", "t2", "Hva er P?", "svar", [{"n": 1, "title": "T"}], "før")
+    store.record("up", "telegram", "t2", "Hva er P?", "svar", [{"n": 1, "title": "T"}], "før")
+    assert store.counts() == {"abstained": 1, "up": 1}
+    [vote] = store.events("up", "down")
+    assert (vote.kind, vote.channel, vote.citations, vote.context) == (
+        "up", "telegram", [{"n": 1, "title": "T"}], "før",
+    )  # fmt: skip
+
+
+def test_rate_hits_slide(store: Store) -> None:
+    assert [store.hit("u", 2, 60, now) for now in (100.0, 130.0)] == [0.0, 0.0]
+    assert store.hit("u", 2, 60, 140.0) == pytest.approx(20.0)
+    assert store.hit("v", 2, 60, 140.0) == 0.0
+    assert store.hit("u", 2, 60, 160.5) == 0.0  # the first hit has left the window
+    assert store.hit("u", 0, 60, 161.0) == 0.0  # 0 = no limit
+
+
+def test_purge_and_ping(store: Store) -> None:
+    store.add_turn(turn("old", created=time.time() - 40 * 86400), keep=20)
+    store.add_turn(turn("new"), keep=20)
+    store.record("down", "teams", "t", "Et spørsmål med et navn?", "svar", [{"n": 1}], "før")
+    assert store.purge(30) >= 1
+    assert store.turn("c", "old") is None and store.turn("c", "new") is not None
+    assert store.purge(0) == 0
+    assert store.ping()
+
+
+def test_many_threads_write_at_once(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(10):
+                store.add_turn(turn(f"{n}-{i}", chat=f"chat{n}"), keep=5)
+                store.hit(f"user{n % 2}", 1000, 60, time.time())
+                store.record("asked", "http", f"{n}-{i}", "Q?", "A", [], None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert store.counts() == {"asked": 60}
+    assert all(store.last_turn(f"chat{n}").id == f"{n}-9" for n in range(6))  # type: ignore[union-attr]
