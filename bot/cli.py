@@ -1,4 +1,10 @@
-"""The `styringsbot` command: ingest, ask, chat, serve, telegram, report, eval, calibrate."""
+"""The `styringsbot` command: ingest, ask, chat, serve, telegram, report, eval, calibrate.
+
+Every command works from any folder: settings, `.env` and the data and knowledge folders are
+found through the home folder (`bot.config.home`). Help and usage errors are in Norwegian; so is
+every settings error, one sentence. Output into a pipe that closes early (`| head -1`) ends the
+command quietly with exit status 141, as if killed by SIGPIPE.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 EXIT_USER_ERROR = 2
+# Output into a pipe whose reader has gone (`styringsbot ask … | head -1`): the status a shell
+# gives a process killed by SIGPIPE, 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 DESCRIPTION = """\
 Styringsbot svarer på spørsmål om Oslo kommunes styringssystem – styringsdialog, møteformer,
@@ -37,7 +46,117 @@ eksempler:
   styringsbot explain "Hvem leder etatsstyringsmøtet?"   # hvert trinn, for feilsøking
   styringsbot eval ../shared/eval/dev.jsonl
 
-Innstillinger leses fra miljøet og .env (se .env.example)."""
+Innstillinger leses fra miljøet og fra .env i hjemmemappen; relative STYRINGSBOT_DATA_DIR og
+STYRINGSBOT_KNOWLEDGE_DIR regnes fra den. Hjemmemappen er STYRINGSBOT_HOME om den er satt, ellers
+denne mappen om den har knowledge/ eller .env, ellers prosjektmappen styringsbot ble installert
+fra. Alle innstillingene står i .env.example."""
+
+# argparse's own words in Norwegian bokmål, by msgid (Python 3.11–3.13). argparse looks its words
+# up through the module globals `_` and `ngettext` (gettext); `_norwegian_argparse` puts these
+# tables in front while the command line is read. A msgid not here keeps argparse's own text.
+ARGPARSE_NB = {
+    "usage: ": "bruk: ",
+    "options": "valg",
+    "positional arguments": "argumenter",
+    "subcommands": "kommandoer",
+    "%(heading)s:": "%(heading)s:",
+    " (default: %(default)s)": " (standard: %(default)s)",
+    "show this help message and exit": "vis denne hjelpeteksten og avslutt",
+    "show program's version number and exit": "vis versjonsnummeret og avslutt",
+    "%(prog)s: error: %(message)s\n": "%(prog)s: feil: %(message)s\n",
+    "%(prog)s: warning: %(message)s\n": "%(prog)s: advarsel: %(message)s\n",
+    "argument %(argument_name)s: %(message)s": "argumentet %(argument_name)s: %(message)s",
+    "the following arguments are required: %s": "disse argumentene mangler: %s",
+    "one of the arguments %s is required": "ett av argumentene %s må gis",
+    "unrecognized arguments: %s": "ukjente argumenter: %s",
+    "expected one argument": "ventet ett argument",
+    "expected at most one argument": "ventet høyst ett argument",
+    "expected at least one argument": "ventet minst ett argument",
+    "invalid choice: %(value)r (choose from %(choices)s)": (
+        "ugyldig valg: %(value)r (velg blant %(choices)s)"
+    ),
+    "invalid %(type)s value: %(value)r": "ugyldig verdi for %(type)s: %(value)r",
+    "ambiguous option: %(option)s could match %(matches)s": (
+        "tvetydig valg: %(option)s kan være %(matches)s"
+    ),
+    "not allowed with argument %s": "kan ikke brukes sammen med %s",
+    "ignored explicit argument %r": "verdien %r ble ikke brukt",
+    "unexpected option string: %s": "uventet valg: %s",
+    "unknown parser %(parser_name)r (choices: %(choices)s)": (
+        "ukjent kommando %(parser_name)r (velg blant %(choices)s)"
+    ),
+    "can't open '%(filename)s': %(error)s": "kan ikke åpne «%(filename)s»: %(error)s",
+    "option '%(option)s' is deprecated": "valget «%(option)s» skal ikke lenger brukes",
+    "argument '%(argument_name)s' is deprecated": (
+        "argumentet «%(argument_name)s» skal ikke lenger brukes"
+    ),
+    "command '%(parser_name)s' is deprecated": (
+        "kommandoen «%(parser_name)s» skal ikke lenger brukes"
+    ),
+}
+ARGPARSE_NB_PLURAL = {
+    ("expected %s argument", "expected %s arguments"): (
+        "ventet %s argument",
+        "ventet %s argumenter",
+    ),
+    ("conflicting option string: %s", "conflicting option strings: %s"): (
+        "valget finnes fra før: %s",
+        "valgene finnes fra før: %s",
+    ),
+}
+
+
+@contextlib.contextmanager
+def _norwegian_argparse() -> Iterator[None]:
+    """argparse speaks bokmål inside this block: its `_` and `ngettext` look in the tables above
+    first, and are put back afterwards (argparse stays as it was for anyone else)."""
+    saved = {name: getattr(argparse, name) for name in ("_", "ngettext") if hasattr(argparse, name)}
+    english: Callable[[str], str] = saved.get("_", lambda message: message)
+    english_n: Callable[[str, str, int], str] = saved.get(
+        "ngettext", lambda one, many, n: one if n == 1 else many
+    )
+
+    def translate(message: str) -> str:
+        return ARGPARSE_NB.get(message) or english(message)
+
+    def translate_n(one: str, many: str, n: int) -> str:
+        found = ARGPARSE_NB_PLURAL.get((one, many))
+        return (found[0] if n == 1 else found[1]) if found else english_n(one, many, n)
+
+    argparse._ = translate  # type: ignore[attr-defined]
+    argparse.ngettext = translate_n  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(argparse, name, value)
+
+
+def _integer(text: str) -> int:
+    """An integer option; a bad one is a Norwegian usage error."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"må være et heltall (fikk «{text}»)") from None
+
+
+def version() -> str:
+    """The installed version; from pyproject.toml when run from a source folder not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("styringsbot")
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        project = tomllib.loads(
+            (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text("utf-8")
+        )["project"]
+    except (OSError, ValueError, KeyError):
+        return "(ukjent versjon)"
+    return str(project.get("version", "(ukjent versjon)"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"styringsbot {version()}",
+        help="vis versjonen og avslutt",
     )
     sub = parser.add_subparsers(dest="command", metavar="KOMMANDO")
 
@@ -60,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         "paths",
         nargs="*",
         type=Path,
-        metavar="PATH",
+        metavar="STI",
         help="bare disse filene/mappene i kunnskapsmappen (standard: hele mappen)",
     )
     ingest.add_argument("--quiet", action="store_true", help="ingen fremdriftsindikator")
@@ -73,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("question", metavar="SPØRSMÅL", help="spørsmålet, eller - for stdin")
     ask.add_argument("--json", action="store_true", help="skriv svaret som JSON")
-    ask.add_argument("--k", type=int, default=None, metavar="N", help="antall kandidater (5)")
+    ask.add_argument("--k", type=_integer, default=None, metavar="N", help="antall kandidater (5)")
 
     sub.add_parser(
         "chat",
@@ -89,8 +214,10 @@ def _parser() -> argparse.ArgumentParser:
         '"conversation_id": ...} og svarer som ask --json; GET /healthz viser indeksen; '
         "POST /api/messages er Teams-endepunktet (MICROSOFT_APP_ID, se README).",
     )
-    serve.add_argument("--host", default=None, help="adresse å lytte på (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (3978)")
+    serve.add_argument(
+        "--host", default=None, metavar="ADRESSE", help="adresse å lytte på (127.0.0.1)"
+    )
+    serve.add_argument("--port", type=_integer, default=None, help="port (3978)")
 
     sub.add_parser(
         "telegram",
@@ -113,13 +240,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Lager zip-filen Teams tar imot: manifest.json med botens app-id og to ikoner.",
     )
     package.add_argument(
-        "--app-id", default=None, help="botens app-id (standard: MICROSOFT_APP_ID)"
+        "--app-id", default=None, metavar="ID", help="botens app-id (standard: MICROSOFT_APP_ID)"
     )
     package.add_argument(
-        "--output", type=Path, default=Path("styringsbot-teams.zip"), help="zip-filen som lages"
+        "--output",
+        type=Path,
+        default=Path("styringsbot-teams.zip"),
+        metavar="FIL.zip",
+        help="zip-filen som lages (styringsbot-teams.zip)",
     )
-    package.add_argument("--name", default="Styringsbot", help="navnet i Teams")
-    package.add_argument("--version", default="1.0.0", help="appens versjon (x.y.z)")
+    package.add_argument("--name", default="Styringsbot", metavar="NAVN", help="navnet i Teams")
+    package.add_argument(
+        "--version", default="1.0.0", metavar="X.Y.Z", help="appens versjon (1.0.0)"
+    )
 
     explain = sub.add_parser(
         "explain",
@@ -129,14 +262,16 @@ def _parser() -> argparse.ArgumentParser:
         "BM25- og guidesignaler, svarleserens beste setninger med trekkene sine, og signalene og "
         "beslutningen for «finner ikke svar».",
     )
-    explain.add_argument("question", metavar="SPØRSMÅL")
+    explain.add_argument("question", metavar="SPØRSMÅL", help="spørsmålet som skal forklares")
     explain.add_argument(
         "--after",
         metavar="SPØRSMÅL",
         default=None,
         help="forklar SPØRSMÅL som oppfølging av dette spørsmålet",
     )
-    explain.add_argument("--k", type=int, default=None, metavar="N", help="antall kandidater (5)")
+    explain.add_argument(
+        "--k", type=_integer, default=None, metavar="N", help="antall kandidater (5)"
+    )
     explain.add_argument("--json", action="store_true", help="skriv forklaringen som JSON")
 
     evaluate = sub.add_parser(
@@ -147,7 +282,9 @@ def _parser() -> argparse.ArgumentParser:
         "samme tallene per språk, for oppfølgingspar og for nærliggende spørsmål uten svar. En "
         "linje er et spørsmål («question») eller et oppfølgingspar («first» og «follow_up»).",
     )
-    evaluate.add_argument("files", type=Path, nargs="+", metavar="FILE.jsonl")
+    evaluate.add_argument(
+        "files", type=Path, nargs="+", metavar="FIL.jsonl", help="spørsmålsfiler, én eller flere"
+    )
     evaluate.add_argument("--json", action="store_true", help="skriv resultatet som JSON")
 
     calibrate = sub.add_parser(
@@ -157,7 +294,9 @@ def _parser() -> argparse.ArgumentParser:
         "deretter avståelsesregelen på merkede spørsmål (abstain true/false), og lagrer begge i "
         "datamappen (eller --output). Filene har samme form som for eval.",
     )
-    calibrate.add_argument("files", type=Path, nargs="+", metavar="FILE.jsonl")
+    calibrate.add_argument(
+        "files", type=Path, nargs="+", metavar="FIL.jsonl", help="merkede spørsmålsfiler"
+    )
     calibrate.add_argument(
         "--output", type=Path, default=None, metavar="MAPPE", help="hvor reglene lagres"
     )
@@ -165,18 +304,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings():  # type: ignore[no-untyped-def]
+    """The settings, from the environment and the home folder's .env; a bad value is a
+    UserError of one Norwegian sentence naming the variable."""
     from pydantic import ValidationError
 
-    from bot.config import Settings
+    from bot.config import Settings, describe_invalid_settings, home
 
     try:
         return Settings()
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        name = str(problem["loc"][0]).upper() if problem.get("loc") else "en innstilling"
-        raise UserError(
-            f"Innstillingen {name} er ugyldig ({problem['msg']}); rett den i .env."
-        ) from None
+        env_file = home() / ".env"
+        shown = ".env" if env_file.parent == Path.cwd() else str(env_file)
+        raise UserError(describe_invalid_settings(exc, shown)) from None
 
 
 class UserError(Exception):
@@ -549,11 +688,28 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return EXIT_USER_ERROR
+    """Run one command; the exit status. A reader that goes away (`| head -1`) ends it quietly,
+    by the recipe in the Python docs' "Note on SIGPIPE": flush, and on BrokenPipeError point
+    stdout at devnull (so the flush at exit cannot fail again) and exit 141."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # inside the try: a failed write shows here, not at exit
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    with _norwegian_argparse():
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USER_ERROR
     from bot.abstention import AbstentionModel  # noqa: F401 - fail early on a broken install
     from bot.channels import ChannelConfigError
     from bot.guide import GuideError

@@ -32,7 +32,16 @@ def fit(rows: list[list[float]], labels: list[bool], c: float) -> dict[str, Any]
     """Class-balanced, L2-regularized logistic regression on standardized rows: the fields
     `mean`, `scale`, `coef` and `intercept` of a stored model."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
+
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:  # an extra: answering never needs it, only refitting does
+        from bot.calibration import CalibrationError
+
+        raise CalibrationError(
+            "refitting needs scikit-learn, which the default install leaves out; "
+            'install it with: pip install -e ".[fit]"'
+        ) from None
 
     x = np.array(rows, dtype=float)
     y = np.array(labels, dtype=int)

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -108,6 +108,33 @@ def _sentence_transformers_id(model: str, query_prefix: str, passage_prefix: str
     return f"sentence-transformers/{model}|query={query_prefix!r}|passage={passage_prefix!r}"
 
 
+HUB_TIMEOUT_SECONDS = 5.0
+
+
+def _check_hub(model: str) -> None:
+    """Raises EmbedderError at once if the Hugging Face hub cannot be reached or does not know
+    `model`; any other answer lets the download go ahead (it may need a token, say)."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/models/{model}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=HUB_TIMEOUT_SECONDS).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise EmbedderError(
+                f"Modellen «{model}» finnes verken lokalt eller på {endpoint}; sjekk navnet, "
+                "eller oppgi en lokal modellmappe."
+            ) from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise EmbedderError(
+            f"Modellen «{model}» er ikke lastet ned, og {endpoint} kan ikke nås herfra "
+            f"({reason}); oppgi en lokal modellmappe, eller kjør på en maskin med nettilgang."
+        ) from None
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model, by hub name or local folder."""
 
@@ -121,16 +148,28 @@ class SentenceTransformerEmbedder:
         local = Path(model).expanduser()
         try:
             from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - a broken install
+        except ImportError as exc:
             raise EmbedderError(
-                "Pakken sentence-transformers mangler; kjør «pip install sentence-transformers»."
+                "sentence-transformers er ikke installert (det er et tillegg); installer PyTorch "
+                'for CPU og så «pip install -e ".[sentence-transformers]"», se README.'
             ) from exc
-        try:
-            self._model = SentenceTransformer(
-                str(local) if local.exists() else model,
-                device="cpu",
-                local_files_only=local.exists() or os.environ.get("HF_HUB_OFFLINE") == "1",
+
+        def load(offline: bool) -> Any:
+            return SentenceTransformer(
+                str(local) if local.exists() else model, device="cpu", local_files_only=offline
             )
+
+        try:
+            if local.exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+                self._model = load(offline=True)
+            else:
+                try:  # a model already in the local cache needs no network
+                    self._model = load(offline=True)
+                except Exception:
+                    _check_hub(model)  # fails at once, instead of retrying for a minute
+                    self._model = load(offline=False)
+        except EmbedderError:
+            raise
         except Exception as exc:
             raise EmbedderError(
                 f"Kunne ikke laste modellen «{model}» ({exc.__class__.__name__}); oppgi en lokal "

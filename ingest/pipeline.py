@@ -144,7 +144,17 @@ def _in_scope(relative: str, scope: list[str]) -> bool:
     return any(s == "" or relative == s or relative.startswith(s.rstrip("/") + "/") for s in scope)
 
 
+# Away from a terminal, progress is one plain line at most this often (seconds).
+LOG_PROGRESS_EVERY = 30.0
+
+
 def _progress(iterable, total: int, desc: str, show: bool):  # type: ignore[no-untyped-def]
+    """Progress of one stage on stderr: a bar on a terminal; in a log or pipe (stderr not a
+    terminal), no redrawn bar but a plain line now and then (`_LogProgress`); nothing when `show`
+    is false or there is nothing to do. Iterate over it, or use it as a context manager and
+    call `update(n)`."""
+    if show and total and not sys.stderr.isatty():
+        return _LogProgress(iterable, total, desc)
     from tqdm import tqdm
 
     return tqdm(
@@ -156,6 +166,34 @@ def _progress(iterable, total: int, desc: str, show: bool):  # type: ignore[no-u
         disable=not show or total == 0,
         leave=False,
     )
+
+
+class _LogProgress:
+    """Progress for a log: "Embedder tekstbiter: 160 av 2000" once every LOG_PROGRESS_EVERY
+    seconds of a stage, the first after that long; a quick stage prints nothing."""
+
+    def __init__(self, iterable: Iterable | None, total: int, desc: str) -> None:
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.done = 0
+        self.last = time.monotonic()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= LOG_PROGRESS_EVERY:
+            self.last = now
+            print(f"{self.desc}: {self.done} av {self.total}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def sync(

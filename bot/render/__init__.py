@@ -23,3 +23,18 @@ def lead_citation(a: Answer) -> Citation:
     quote = a.quote
     number = quote.cites[0] if quote is not None and quote.cites else 1
     return next((c for c in a.citations if c.n == number), a.citations[0])
+
+
+def quoted(text: str) -> str:
+    """«text», unless the passage is itself one quotation already («…» or "…")."""
+    stripped = text.strip()
+    pairs = (("«", "»"), ('"', '"'), ("“", "”"))
+    if any(
+        stripped.startswith(a)
+        and stripped.endswith(b)
+        and stripped.count(a) == (2 if a == b else 1)
+        for a, b in pairs
+        if len(stripped) > 1
+    ):
+        return stripped
+    return f"«{text}»"

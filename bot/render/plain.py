@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, refs
+from bot.render import lead_citation, quoted, refs
 
 if TYPE_CHECKING:
     from bot.answer import Answer
@@ -35,7 +35,7 @@ def answer(a: Answer) -> str:
     quote = a.quote
     if quote is not None:
         lines.append(words["according"].format(where=where(lead.title, lead.location, a.language)))
-        lines.append(f"«{quote.text}»{refs(quote.cites)}")
+        lines.append(quoted(quote.text) + refs(quote.cites))
     others = [c for c in a.citations if c is not lead]
     if others:
         lines.append(words["also"].format(refs=", ".join(f"[{c.n}]" for c in others)))
@@ -43,7 +43,7 @@ def answer(a: Answer) -> str:
     for c in a.citations:
         lines.append(f"[{c.n}] {where(c.title, c.location, a.language)}")
         if c is not lead:
-            lines.append(f"    «{c.quote}»")
+            lines.append("    " + quoted(c.quote))
     return "\n".join(lines)
 
 

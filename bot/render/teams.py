@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, plain, refs
+from bot.render import lead_citation, plain, quoted, refs
 
 if TYPE_CHECKING:
     from bot.answer import Answer, Citation
@@ -87,7 +87,7 @@ def card(a: Answer, turn_id: str, voted: bool | None = None) -> dict[str, Any]:
                 _runs((words["according"].format(where=where_), {"weight": "Bolder"}))
                 | {"spacing": "Medium" if own else "None"}
             )
-            body.append(_runs((f"«{quote.text}»", {"italic": True}), refs(quote.cites)))
+            body.append(_runs((quoted(quote.text), {"italic": True}), refs(quote.cites)))
         body.append(
             {
                 "type": "TextBlock",
@@ -141,7 +141,7 @@ def _citation(c: Citation, language: str) -> dict[str, Any]:
         "spacing": "Small",
         "items": [
             _runs((f"[{c.n}] ", {"weight": "Bolder"}), where(c.title, c.location, language)),
-            _runs((f"«{_clip(c.quote, CARD_QUOTE_CHARS)}»", {"isSubtle": True})),
+            _runs((quoted(_clip(c.quote, CARD_QUOTE_CHARS)), {"isSubtle": True})),
             {
                 "type": "ActionSet",
                 "actions": [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, refs
+from bot.render import lead_citation, quoted, refs
 
 if TYPE_CHECKING:
     from bot.answer import Answer
@@ -70,7 +70,7 @@ def answer(a: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
     if quote is not None:
         where_ = where(lead.title, lead.location, a.language)
         blocks.append((words["according"].format(where=where_), _bold))
-        blocks.append((f"«{quote.text}»{refs(quote.cites)}", _italic))
+        blocks.append((quoted(quote.text) + refs(quote.cites), _italic))
     others = [c for c in a.citations if c is not lead]
     if others:
         blocks.append((words["also"].format(refs=", ".join(f"[{c.n}]" for c in others)), _as_is))
@@ -78,7 +78,7 @@ def answer(a: Answer, limit: int = TELEGRAM_LIMIT) -> list[str]:
     for c in a.citations:
         blocks.append((f"[{c.n}] {where(c.title, c.location, a.language)}", _as_is))
         if c is not lead:
-            blocks.append((f"«{c.quote}»", _quote))
+            blocks.append((quoted(c.quote), _quote))
     return pack_blocks(blocks, limit)
 
 
