@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.abstention import AbstentionModel
 from bot.guide import FIELDS, Card, Cite
-from bot.query import FollowUpContext
+from bot.query import FollowUpContext, bounded_topic
 from bot.reader import LEAD_CHARS, READ_PASSAGES, TYPED, Candidate, Reading
 from bot.retrieval import Passage, SearchResult
 from ingest.clean import fold as normalize
@@ -242,7 +242,7 @@ class Answerer:
         guided = bool(fields) or (result.pinned > 0 and _guide_answers(result))
         signals = signals_for(result, reading, guided)
         confidence = self.abstention.probability(signals) if result.passages else 0.0
-        topic = _topic(result)
+        topic = bounded_topic(_topic(result))
         unanswerable = not result.passages or not reading.best or _unexpanded(result)
         if unanswerable or confidence < self.abstention.threshold:
             return Answer(

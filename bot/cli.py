@@ -311,11 +311,23 @@ def _settings():  # type: ignore[no-untyped-def]
     from bot.config import Settings, describe_invalid_settings, home
 
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         env_file = home() / ".env"
         shown = ".env" if env_file.parent == Path.cwd() else str(env_file)
         raise UserError(describe_invalid_settings(exc, shown)) from None
+    _keep_private(settings.data_dir)
+    return settings
+
+
+def _keep_private(data_dir: Path) -> None:
+    """The index, the conversation store and the gap log hold what users asked: every file this
+    process creates is readable by its own user only (0600, folders 0700), and so is a data
+    folder made before this rule."""
+    os.umask(0o077)
+    with contextlib.suppress(OSError):
+        if data_dir.is_dir() and data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
 
 
 class UserError(Exception):

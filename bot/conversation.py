@@ -30,6 +30,7 @@ from bot.answer import Answer, Citation
 from bot.commands import command, help_text, parse_command
 from bot.language import detect
 from bot.messages import Messages, say
+from bot.privacy import mask
 from bot.query import FollowUpContext
 from bot.store import Kind, Store, StoredTurn
 from ingest.lexical import tokenize
@@ -325,14 +326,9 @@ class ConversationService:
         answer = self._answer(question, context)
         turn = Turn(uuid.uuid4().hex[:12], chat, question, answer, now, context)
         if chat is not None:
-            stored = StoredTurn(
-                turn.id,
-                chat,
-                now,
-                question,
-                answer.to_state(),
-                _context_state(context),
-            )
+            state = answer.to_state()  # what is kept: personal numbers and addresses masked
+            state["question"], state["topic"] = mask(state["question"]), mask(state["topic"])
+            stored = StoredTurn(turn.id, chat, now, mask(question), state, _context_state(context))
             self.store.add_turn(stored, keep=HISTORY_TURNS)
         self._log(turn, channel)
         return turn
@@ -468,8 +464,9 @@ class ConversationService:
             {"n": c.n, "title": c.title, "source": c.source, "location": c.location}
             for c in answer.citations
         ]
+        built_on = mask(turn.built_on) if turn.built_on else None
         self.store.record(
-            kind, channel, turn.id, turn.question, answer.text, citations, turn.built_on
+            kind, channel, turn.id, mask(turn.question), answer.text, citations, built_on
         )
 
     def _purge_now_and_then(self) -> None:
@@ -498,7 +495,8 @@ def _english_command(text: str) -> bool:
 def _context_state(context: FollowUpContext | None) -> dict[str, object] | None:
     if context is None:
         return None
-    return {"question": context.question, "topic": context.topic, "cited": list(context.cited)}
+    question, topic = mask(context.question), mask(context.topic)
+    return {"question": question, "topic": topic, "cited": list(context.cited)}
 
 
 def _restored(stored: StoredTurn) -> Turn:

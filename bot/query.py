@@ -218,11 +218,24 @@ _ERRAND = re.compile(
 
 @dataclass(frozen=True)
 class FollowUpContext:
-    """What a follow-up builds on: the earlier turn's topic, not its whole text."""
+    """What a follow-up builds on: the earlier turn's topic, not its whole text. The topic is a
+    few words (`bounded_topic`), so a chain of follow-ups never grows what is searched."""
 
     question: str  # the earlier question as the user wrote it
     topic: str  # its subject in a few words (meeting form, document, term …)
     cited: tuple[str, ...] = ()  # chunk ids the earlier answer cited
+
+
+TOPIC_WORDS = 12
+TOPIC_CHARS = 160
+
+
+def bounded_topic(topic: str) -> str:
+    """A follow-up's topic as searched: at most TOPIC_WORDS words and TOPIC_CHARS characters."""
+    words = topic.split()[:TOPIC_WORDS]
+    while words and len(" ".join(words)) > TOPIC_CHARS:
+        words.pop()
+    return " ".join(words)
 
 
 @dataclass
@@ -244,7 +257,7 @@ class QueryPlan:
     def search_text(self) -> str:
         """What is searched: the question, and for a follow-up the earlier topic with it."""
         if self.context and self.context.topic:
-            return f"{self.text} {self.context.topic}"
+            return f"{self.text} {bounded_topic(self.context.topic)}"
         return self.text
 
 

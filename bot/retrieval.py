@@ -105,6 +105,19 @@ class SearchResult:
     focus: str = ""  # what a "hvor mange …?" question counts, in the documents' language
 
 
+# What of a question the model reads (BM25 reads it all). The model's time grows faster than the
+# text: 15 ms for a question of 50 characters, 0.16 s for 300, 0.85 s for 1000, so a long message
+# would hold a worker for long; the questions of every set here are under 130 characters.
+DENSE_CHARS = 400
+
+
+def _clip_words(text: str, limit: int) -> str:
+    """The text's first `limit` characters, cut between words."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0]
+
+
 class Retriever:
     """Finds the passages that answer a question; knows nothing about channels or answers."""
 
@@ -172,7 +185,7 @@ class Retriever:
             if part
         )
         lexical_text_ = " ".join(part for part in (text, expansion, translation) if part)
-        query_vector = self.embedder.embed_query(dense_text)
+        query_vector = self.embedder.embed_query(_clip_words(dense_text, DENSE_CHARS))
         dense = self.index.dense(query_vector, ranking.candidates)
         sentence_scores = self.index.sentence_scores(query_vector)
         lexical_scores = self.index.lexical.scores(lexical_text_)

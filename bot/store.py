@@ -285,7 +285,9 @@ class Store:
                 )
                 .values(question="", answer="", citations="[]", context="")
             ).rowcount
-            db.execute(delete(rate_hits).where(rate_hits.c.at < cutoff.timestamp()))
+            # Rate-limit windows are a minute long: an hour-old hit counts for nothing.
+            hour_ago = (now or datetime.now(UTC)).timestamp() - 3600
+            db.execute(delete(rate_hits).where(rate_hits.c.at < hour_ago))
         return changed
 
     def ping(self) -> bool:

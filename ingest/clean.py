@@ -12,6 +12,10 @@ from collections.abc import Iterable, Sequence
 _BULLETS = str.maketrans({"\uf0b7": "•", "\uf0a7": "•", "\uf076": "•", "\uf0d8": "•", "▪": "•"})
 _LINE_SEPARATORS = re.compile(r"\r\n?|[\u2028\u2029\x0b\f]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+# Control characters (but tab and line feed) and bidirectional overrides, embeddings, isolates and
+# marks: a terminal obeys them (ESC clears and recolours it, BEL rings) and RLO turns text around
+# in a chat. No document needs them.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # A line is boilerplate when it recurs on at least this share of a document's pages (and on at
 # least MIN_PAGES pages): slide-template text, running headers and footers.
@@ -20,10 +24,16 @@ BOILERPLATE_MIN_PAGES = 3
 _MAX_PREFIX_WORDS = 8
 
 
+def strip_unsafe(text: str) -> str:
+    """The text without control characters (tab and line feed kept) or bidi controls."""
+    return _UNSAFE.sub("", text)
+
+
 def normalize(text: str) -> str:
-    """NFC, one kind of line break and bullet, no soft hyphens, no white space at line ends."""
+    """NFC, one kind of line break and bullet, no soft hyphens, no white space at line ends, no
+    control or bidi-override characters."""
     text = unicodedata.normalize("NFC", text).replace("\u00ad", "").translate(_BULLETS)
-    text = _LINE_SEPARATORS.sub("\n", text)
+    text = strip_unsafe(_LINE_SEPARATORS.sub("\n", text))
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return "\n".join(lines)
 

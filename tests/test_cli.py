@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -651,3 +652,22 @@ def test_progress_in_a_log_is_an_occasional_plain_line(
     with pipeline._progress(None, 40, "Embedder tekstbiter", True) as bar:
         bar.update(40)
     assert capsys.readouterr().err == ""  # a quick stage says nothing
+
+
+def test_data_files_are_private_to_the_service_user(tmp_path: Path) -> None:
+    """Whatever the umask it is started with, ingest and ask create the index and the
+    conversation store readable by their own user only; an older, open data folder is closed."""
+    workspace = Workspace(tmp_path, make_knowledge(tmp_path / "knowledge"), tmp_path / "data")
+    workspace.data.mkdir(mode=0o755)
+    workspace.data.chmod(0o755)
+    old = os.umask(0o022)
+    try:
+        assert workspace.run("ingest").returncode == 0
+        assert workspace.run("ask", "Hva er en styringsmodell?").returncode == 0
+    finally:
+        os.umask(old)
+    created = [workspace.data, *workspace.data.rglob("*")]
+    assert any(p.name.endswith(".sqlite3") for p in created)
+    open_ = [f"{p.relative_to(tmp_path)} {p.stat().st_mode & 0o777:o}" for p in created
+             if p.stat().st_mode & 0o077]  # fmt: skip
+    assert not open_

@@ -43,6 +43,8 @@ from bot.conversation import (
     is_follow_up,
 )
 from bot.feedback import DELETED, gaps
+from bot.privacy import mask
+from bot.query import TOPIC_CHARS, TOPIC_WORDS, bounded_topic
 from bot.render import plain, quoted
 from bot.render import teams as teams_render
 from bot.render import telegram as telegram_render
@@ -911,3 +913,100 @@ def test_answers_run_on_a_bounded_pool_off_the_event_loop(seed_engine, store: St
 )
 def test_a_passage_that_is_a_quotation_is_not_quoted_twice(passage: str, shown: str) -> None:
     assert quoted(passage) == shown
+
+
+CONTROLS = "\x1b[2J\x1b[31m\x07\x00\x9b\u202e\u2066\r"  # clear, recolour, bell, NUL, CSI, RLO…
+UNPRINTABLE = {ch for ch in CONTROLS if not ch.isprintable()}
+
+
+def test_control_and_bidi_characters_never_reach_a_user() -> None:
+    """Text from a document (title, quote, passage) and a statement, laced with a terminal's
+    escape sequences and bidi overrides: no rendering carries any of them."""
+    hostile = f"Møtet{CONTROLS} ledes av kommunaldirektør."
+    answer = Answer(
+        question="Hvem?",
+        language="nb",
+        abstained=False,
+        statements=[Statement(hostile, (1,))],
+        citations=[
+            citation(1, f"Tittel{CONTROLS}", quote=hostile, text=f"Avsnitt{CONTROLS}\n\n{hostile}"),
+            citation(2, quote=hostile, location=f"side{CONTROLS} 2"),
+        ],
+    )
+    view = SourceView("t1", answer.citations[0], "nb")
+    card = teams_render.card(answer, "t1")
+    rendered = {
+        "plain": plain.answer(answer) + plain.source(view),
+        "telegram": "".join(telegram_render.answer(answer) + telegram_render.source(view)),
+        "teams": json.dumps([card, teams_render.source_card(view)], ensure_ascii=False),
+    }
+    for channel, text in rendered.items():
+        bad = sorted({f"U+{ord(ch):04X}" for ch in text if ch in UNPRINTABLE})
+        assert not bad, f"{channel} shows {bad}"
+        assert "Møtet[2J[31m ledes av kommunaldirektør." in text or channel == "teams"
+    assert "Møtet[2J[31m ledes" in "".join(texts(card, "TextRun"))
+
+
+def test_ingest_strips_control_characters_from_documents() -> None:
+    from ingest.clean import normalize
+
+    text = f"Linje{CONTROLS.rstrip()} en\nlinje\tto\x0cside"
+    assert normalize(text) == "Linje[2J[31m en\nlinje to\nside"
+
+
+PERSONAL = (
+    "Jeg har fødselsnummer 010190 12345, telefon 22 86 50 00 og e-post kari.nordmann@oslo.no; "
+    "hvem er min personalleder?"
+)
+
+
+def test_personal_numbers_and_addresses_are_masked_before_they_are_kept(
+    make_service, store: Store
+) -> None:  # type: ignore[no-untyped-def]
+    service = make_service(question_log="all")
+    first = service.handle("c", "u", PERSONAL)
+    follow = service.handle("c", "u", "og hva med 01019012345?")
+    assert first.kind is ReplyKind.ANSWER and follow.kind is ReplyKind.ANSWER
+    kept = json.dumps(
+        [store.turn("c", r.turn_id or "").__dict__ for r in (first, follow)]
+        + [e.__dict__ for e in store.events("asked", "abstained")],
+        ensure_ascii=False,
+        default=str,
+    )
+    for secret in ("12345", "86 50 00", "kari.nordmann", "01019012345"):
+        assert secret not in kept
+    assert "[fødselsnummer]" in kept and "[telefonnummer]" in kept and "[e-post]" in kept
+    assert len(store.events("asked", "abstained")) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("fnr 01019012345.", "fnr [fødselsnummer]."),
+        ("ring +47 228 65 000 i dag", "ring [telefonnummer] i dag"),
+        ("Budsjettet var 10 000 000 kr i 2022 2023", "Budsjettet var 10 000 000 kr i 2022 2023"),
+        ("Byrådssak 1055/17, punkt 3,14159265358", "Byrådssak 1055/17, punkt 3,14159265358"),
+    ],
+)
+def test_masking_keeps_what_is_not_personal(text: str, kept: str) -> None:
+    assert mask(text) == kept
+
+
+def test_a_chain_of_long_follow_ups_does_not_grow_what_is_searched(
+    service: ConversationService, store: Store
+) -> None:
+    """Each follow-up searches its own text and the earlier turn's topic, a few words: not the
+    whole chain. (benchmarks/follow_up_chain.py times 40 such follow-ups.)"""
+    filler = " ".join(["tildelingsbrev etatsstyringsmøte fagmøte byrådsavdeling"] * 40)
+    service.handle("c", "u", "Hvem leder etatsstyringsmøtet?")
+    topics = []
+    for n in range(10):
+        question = f"og hva med dette, {n}? {filler}"[:1000]
+        reply = service.handle("c", "u", question)
+        assert reply.kind is ReplyKind.ANSWER
+        stored = store.turn("c", reply.turn_id or "")
+        assert stored is not None and stored.context is not None  # it was a follow-up
+        topics.append(stored.context["topic"])
+    assert all(len(t) <= TOPIC_CHARS and len(t.split()) <= TOPIC_WORDS for t in topics)
+    assert bounded_topic(" ".join(["ord"] * 100)) == " ".join(["ord"] * TOPIC_WORDS)
+    assert len(bounded_topic("x" * 50 + " " + "y" * 200)) <= TOPIC_CHARS

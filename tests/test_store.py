@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store, StoredTurn
+from bot.store import Store, StoredTurn, rate_hits
 
 
 def _server_binaries() -> Path | None:
@@ -136,6 +136,16 @@ def test_purge_and_ping(store: Store) -> None:
     assert store.turn("c", "old") is None and store.turn("c", "new") is not None
     assert store.purge(0) == 0
     assert store.ping()
+
+
+def test_purge_forgets_who_asked_within_an_hour(store: Store) -> None:
+    now = time.time()
+    store.hit("rate:old-user", 10, 60, now - 2 * 3600)
+    store.hit("rate:recent-user", 10, 60, now - 60)
+    store.purge(90)
+    with store._engine.connect() as db:  # what is left of who asked when
+        keys = {row.key for row in db.execute(rate_hits.select())}
+    assert keys == {"rate:recent-user"}
 
 
 def test_many_threads_write_at_once(store: Store) -> None:

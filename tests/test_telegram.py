@@ -19,6 +19,7 @@ import datetime as dtm
 import html
 import itertools
 import json
+import logging
 import re
 import socket
 import time
@@ -1057,6 +1058,98 @@ def test_a_bad_request_is_not_repeated(service, settings):
     fake = run_bot(service, settings, scenario)
     assert [c.status for c in fake.called("sendChatAction")] == [400]
     assert LEAD in visible_text(seen["answer"].text)
+
+
+# ---------------------------------------------------------------------------------------------
+# An update the bot cannot read is skipped, once, in one log line
+
+# A message whose fields have the wrong types: python-telegram-bot cannot make an Update of it.
+UNREADABLE = {"message": {"message_id": "not-a-number", "date": "x", "chat": 5}}
+
+
+def test_an_update_that_cannot_be_read_is_skipped_and_the_rest_answered(service, settings, caplog):
+    """One getUpdates batch holds a good update, one python-telegram-bot cannot parse, and
+    another good one. Both good ones are answered; the bad one is confirmed with the rest (the
+    next getUpdates asks for what follows the last), so it is fetched once and never again; and
+    the log says so in one line, without a traceback or the batch (PTB alone would log the
+    whole batch with a traceback and fetch it again at once, forever)."""
+    caplog.set_level(logging.WARNING)  # as `styringsbot telegram` logs
+    seen: dict[str, Any] = {}
+
+    async def scenario(user: User) -> None:
+        fake = user.fake
+        # Pushed without a pause in between, so the bot gets all three in one batch.
+        seen["a"] = fake.push(user.message("/hjelp"))
+        seen["b"] = {"update_id": len(fake.updates) + 1, **UNREADABLE}
+        fake.updates.append(seen["b"])
+        seen["c"] = fake.push(user.message("/kilde 1"))
+        await user.wait_for(lambda: user.messages()[1:], "answers to A and C")
+        await asyncio.sleep(2)  # long enough for PTB to have fetched the bad batch many times
+
+    fake = run_bot(service, settings, scenario)
+    a, b, c = (seen[key]["update_id"] for key in "abc")
+    # (Updates are handled concurrently: the two answers may come in either order.)
+    replies = [visible_text(m.text) for m in User(fake).messages()]
+    assert sorted(replies) == sorted([help_text("nb", "telegram"), messages.NO_SOURCES_YET["nb"]])
+    polls = fake.called("getUpdates")
+    served_b = [i for i, p in enumerate(polls) if b in [u["update_id"] for u in p.result or []]]
+    assert len(served_b) == 1, [p.params.get("offset") for p in polls]
+    assert [u["update_id"] for u in polls[served_b[0]].result] == [a, b, c]
+    assert int(polls[served_b[0] + 1].params["offset"]) == c + 1
+    assert {int(p.params.get("offset") or 0) for p in polls[served_b[0] + 1 :]} == {c + 1}
+    about_b = [r for r in caplog.records if str(b) in r.getMessage()]
+    assert 1 <= len(about_b) <= 2, caplog.text
+    assert all(r.exc_info is None and r.stack_info is None for r in caplog.records)
+    assert "Traceback" not in caplog.text and "not-a-number" not in caplog.text
+    assert len(caplog.text) < 2000, caplog.text[:2000]
+
+
+def test_a_webhook_update_that_cannot_be_read_is_accepted_and_skipped(service, settings, caplog):
+    """Through the webhook, an update python-telegram-bot cannot read is answered 200 (PTB alone
+    answers 400 and logs it with a traceback, and Telegram sends it again for up to a day), and
+    logged in one line; the next update is answered as always, and a forged one still refused."""
+    caplog.set_level(logging.WARNING)
+    port, secret = _free_port(), "s3cret_Webhook-1"
+    signed = {"X-Telegram-Bot-Api-Secret-Token": secret}
+    bad = {"update_id": 7, **UNREADABLE}
+    good = {"update_id": 8, **message(private(CHAT), CHAT, "/hjelp")}
+
+    async def main() -> tuple[list[int], list[Call]]:
+        fake = FakeBotAPI()
+        await fake.start()
+        try:
+            local = settings.model_copy(update={"telegram_base_url": fake.base_url})
+            app = build_application(service, local)
+            async with app:
+                await app.start()
+                await app.updater.start_webhook(  # as `run` starts it
+                    listen="127.0.0.1",
+                    port=port,
+                    url_path="tg/hook",
+                    webhook_url="https://bot.example.org/tg/hook",
+                    secret_token=secret,
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}/tg/hook"
+                    statuses = []
+                    async with aiohttp.ClientSession() as session:
+                        for body, headers in [(bad, signed), (good, {}), (good, signed)]:
+                            async with session.post(url, json=body, headers=headers) as response:
+                                statuses.append(response.status)
+                    replies = await User(fake).wait_for(User(fake).messages, "the answer")
+                finally:
+                    await app.updater.stop()
+                    await app.stop()
+        finally:
+            await fake.stop()
+        return statuses, replies
+
+    statuses, replies = asyncio.run(main())
+    assert statuses == [200, 403, 200]
+    assert [visible_text(m.text) for m in replies] == [help_text("nb", "telegram")]
+    (skipped,) = caplog.records
+    assert skipped.getMessage().startswith("Skipped Telegram update 7, which could not be read")
+    assert skipped.exc_info is None and "Traceback" not in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@ Transport only: each update becomes a message or an action for the conversation 
 Reply goes back as HTML (`bot/render/telegram.py`), split below Telegram's 4096 characters. Long
 polling by default (works behind a firewall); a webhook with a secret token when
 `TELEGRAM_WEBHOOK_URL` is set. Sends are retried with backoff when Telegram answers 429 or 5xx
-or the connection drops. In a group the bot speaks only when addressed, and quotes the question it
-answers (so anyone's 👍/👎 or "Kilde" under an answer finds the asker's conversation).
+or the connection drops. An update python-telegram-bot cannot read is skipped with one log line,
+in both modes. In a group the bot speaks only when addressed, and quotes the question it answers
+(so anyone's 👍/👎 or "Kilde" under an answer finds the asker's conversation).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import weakref
@@ -36,9 +38,14 @@ from telegram.ext import (
     ApplicationHandlerStop,
     CallbackQueryHandler,
     ContextTypes,
+    ExtBot,
     MessageHandler,
+    Updater,
     filters,
 )
+from telegram.ext._utils.webhookhandler import TelegramHandler
+from telegram.request import HTTPXRequest
+from tornado.web import Application as TornadoApplication
 
 from bot import messages
 from bot.channels import ChannelConfigError
@@ -63,6 +70,7 @@ _CALLBACK = re.compile(r"^(fb|src):([0-9a-f]{1,32}):(\d{1,3})$")
 RETRIES = 3  # a send that meets 429 or a server error is tried again this many times
 BACKOFF = 0.5  # seconds before the first retry; doubled each time
 POPUP_LIMIT = 200  # characters of a callback answer (the note a button shows)
+REASON_LIMIT = 200  # characters of why an update could not be read, in its log line
 
 
 class RetryingRateLimiter(AIORateLimiter):
@@ -88,6 +96,94 @@ class RetryingRateLimiter(AIORateLimiter):
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- updates python-telegram-bot cannot read --------------------------------------------------
+#
+# python-telegram-bot parses a whole getUpdates batch at once: one update it cannot read (a field
+# of an unexpected type) fails them all. Its Updater then logs the batch with a traceback and asks
+# again at once with the same offset, gets the same batch, and so on: a tight loop that floods the
+# log and never gets past that update. Through the webhook, the update is answered 400 with the
+# same log, and Telegram sends it again and again (for up to a day, slowing other updates down).
+# So each update is tried on its own first; one that fails is handed on as its bare update_id (an
+# empty Update no handler takes, whose id still moves the offset past it) with one log line.
+
+
+def _readable(raw: Any, bot: Bot) -> Any:
+    """`raw`, an update as Telegram sent it, when python-telegram-bot can read it; else only its
+    update_id (logged once, with the reason); None when not even that can be read."""
+    update_id = raw.get("update_id") if isinstance(raw, dict) else None
+    if type(update_id) is not int:
+        log.warning("Skipped an update from Telegram without an update_id")
+        return None
+    try:
+        Update.de_json(raw, bot)
+    except Exception as exc:  # whatever a malformed field makes the parser raise
+        log.warning(
+            "Skipped Telegram update %d, which could not be read (%s)", update_id, _why(exc)
+        )
+        return {"update_id": update_id}
+    return raw
+
+
+def _why(exc: Exception) -> str:
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+class SkippingBot(ExtBot[dict[str, Any]]):
+    """python-telegram-bot's ExtBot, except that getUpdates hands on only updates it can read
+    (each one that cannot be read becomes its bare update_id). The request, its timeouts and the
+    parsing are PTB's own `get_updates`: only the result is vetted on its way there."""
+
+    __slots__ = ()
+
+    async def _post(self, endpoint: str, *args: Any, **kwargs: Any) -> Any:
+        result = await super()._post(endpoint, *args, **kwargs)
+        if endpoint != "getUpdates" or not isinstance(result, list):
+            return result
+        return [update for raw in result if (update := _readable(raw, self)) is not None]
+
+
+class _WebhookHandler(TelegramHandler):
+    """python-telegram-bot's webhook endpoint, except that an update it cannot read is answered
+    200 (so Telegram does not send it again) and handed on as its bare update_id."""
+
+    async def post(self) -> None:
+        self._validate_post()  # a request without the secret is refused before anything is read
+        try:
+            raw = json.loads(self.request.body)
+        except ValueError:
+            pass  # not JSON at all: PTB answers it as it always has
+        else:
+            update = _readable(raw, self.bot)
+            if update is None:
+                return  # 200, and nothing to hand on
+            if update is not raw:
+                self.request.body = json.dumps(update).encode()
+        await super().post()
+
+
+class SkippingUpdater(Updater):
+    """python-telegram-bot's Updater, with `_WebhookHandler` serving its webhook."""
+
+    async def start_webhook(self, *args: Any, **kwargs: Any) -> asyncio.Queue[object]:
+        queue = await super().start_webhook(*args, **kwargs)
+        # PTB builds its webhook server inside start_webhook: its one route gets the handler
+        # above, before any request is read (nothing awaited since the server started).
+        server = getattr(getattr(self, "_httpd", None), "_http_server", None)
+        app = getattr(server, "request_callback", None)
+        routes = app.wildcard_router.rules if isinstance(app, TornadoApplication) else []
+        for route in routes:
+            if route.target is TelegramHandler:
+                route.target = _WebhookHandler
+                return queue
+        log.warning(
+            "python-telegram-bot's webhook server was not found: an update it cannot read will "
+            "be answered 400 (and sent again by Telegram) instead of skipped"
+        )
+        return queue
 
 
 class TelegramBot:
@@ -406,17 +502,21 @@ def build_application(
     `message_limit` is Telegram's; a smaller one lets a test see answers split. `retries` and
     `backoff` are how a send that meets 429 or a server error is repeated."""
     check_settings(settings)
-    builder = (
-        Application.builder()
-        .token(settings.telegram_bot_token or "")
-        .post_init(_set_commands)
-        .rate_limiter(RetryingRateLimiter(retries, backoff))
-        .concurrent_updates(True)
+    bot = SkippingBot(
+        settings.telegram_bot_token or "",
+        # The connection pools ApplicationBuilder gives its own bot.
+        request=HTTPXRequest(connection_pool_size=256),
+        get_updates_request=HTTPXRequest(connection_pool_size=1),
+        rate_limiter=RetryingRateLimiter(retries, backoff),
+        **_base_urls(settings),
     )
-    urls = _base_urls(settings)
-    if urls:
-        builder = builder.base_url(urls["base_url"]).base_file_url(urls["base_file_url"])
-    app = builder.build()
+    app = (
+        Application.builder()
+        .updater(SkippingUpdater(bot, asyncio.Queue()))
+        .post_init(_set_commands)
+        .concurrent_updates(True)
+        .build()
+    )
     TelegramBot(service, settings, message_limit).register(app)
     return app
 

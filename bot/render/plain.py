@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
 from bot.render import lead_citation, quoted, refs
+from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer
@@ -14,7 +15,12 @@ if TYPE_CHECKING:
 
 def answer(a: Answer) -> str:
     """A caveat when unsure, the guide's words, a decision aid's criteria, the lead quote with
-    where it stands, then every source; or "not in the documents" and where to look."""
+    where it stands, then every source; or "not in the documents" and where to look. Control
+    and bidi characters never reach the terminal (here as in every renderer)."""
+    return strip_unsafe(_answer(a))
+
+
+def _answer(a: Answer) -> str:
     if a.abstained or not a.citations:
         lines = [say(NO_ANSWER, a.language)]
         if a.related:
@@ -49,7 +55,8 @@ def answer(a: Answer) -> str:
 
 def source(view: SourceView) -> str:
     c = view.citation
-    return f"[{c.n}] {where(c.title, c.location, view.language)}\n({c.source})\n\n{c.text}"
+    where_ = where(c.title, c.location, view.language)
+    return strip_unsafe(f"[{c.n}] {where_}\n({c.source})\n\n{c.text}")
 
 
 def reply(r: Reply) -> str:
@@ -57,4 +64,4 @@ def reply(r: Reply) -> str:
         return answer(r.answer)
     if r.kind == "source" and r.source is not None:
         return source(r.source)
-    return r.text
+    return strip_unsafe(r.text)

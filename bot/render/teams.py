@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
 from bot.render import lead_citation, plain, quoted, refs
+from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer, Citation
@@ -29,7 +30,7 @@ def _runs(*parts: str | tuple[str, dict[str, Any]]) -> dict[str, Any]:
     runs = []
     for part in parts:
         text, style = (part, {}) if isinstance(part, str) else part
-        runs.append({"type": "TextRun", "text": text, **style})
+        runs.append({"type": "TextRun", "text": strip_unsafe(text), **style})
     return {"type": "RichTextBlock", "inlines": runs}
 
 
@@ -46,7 +47,7 @@ def _card(
         "version": CARD_VERSION,
         "lang": LANG.get(language, "nb-NO"),
         "fallbackText": fallback,
-        "speak": _clip(speak, SPEAK_CHARS),
+        "speak": _clip(strip_unsafe(speak), SPEAK_CHARS),
         "body": body,
         "msteams": {"width": "Full"},
     }

@@ -14,6 +14,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
 from bot.render import lead_citation, quoted, refs
+from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer
@@ -27,7 +28,7 @@ Block = tuple[str, Callable[[str], str]]
 
 
 def _esc(text: str) -> str:
-    return html.escape(text, quote=False)
+    return html.escape(strip_unsafe(text), quote=False)
 
 
 def _as_is(text: str) -> str:
