@@ -254,6 +254,39 @@ def test_api_token_is_required_when_set(make_server: Callable[..., Server]):
     assert results["healthz"][0] == 200
 
 
+@pytest.mark.parametrize("token", ["s3cret", "hemmelig-nøkkel"])
+def test_api_token_beyond_ascii(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture, token: str
+):
+    """The header's bytes as a client sends them: the right token in UTF-8 or Latin-1 answers,
+    anything else is 401 (never 500), also when the header is not UTF-8 at all."""
+    headers = {
+        "right, UTF-8": f"Bearer {token}".encode(),
+        "right, Latin-1": f"Bearer {token}".encode("latin-1"),
+        "wrong, non-ASCII": "Bearer nøkkel-hemmelig".encode(),
+        "wrong, Latin-1": "Bearer nøkkel-hemmelig".encode("latin-1"),
+        "not UTF-8": b"Bearer \xff\xfe\xfd",
+        "a lone continuation byte": b"Bearer hemmelig-n\xb8kkel",
+    }
+    body = json.dumps({"question": QUESTION}).encode()
+
+    async def scenario(client: aiohttp.ClientSession) -> dict[str, tuple[int, Any]]:
+        port = int(str(client._base_url).rsplit(":", 1)[1])
+        results = {}
+        for name, value in headers.items():
+            head = _post(body).replace(b"\r\n\r\n", b"\r\nAuthorization: " + value + b"\r\n\r\n")
+            results[name] = await asyncio.to_thread(_raw, port, head, body)
+        return results
+
+    results = make_server(api_token=token).run(scenario)
+    for name in ("right, UTF-8", "right, Latin-1"):
+        status, answer = results[name]
+        assert status == 200 and "kommunaldirektør" in answer["answer"], (name, answer)
+    for name in set(headers) - {"right, UTF-8", "right, Latin-1"}:
+        assert_error(*results[name], 401)
+    assert "Traceback" not in caplog.text
+
+
 # -- `styringsbot serve` as a real process --------------------------------------------------
 
 

@@ -10,10 +10,12 @@ real seed index) is real. `test_teams_flow.py` drives the same bot with Microsof
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -22,16 +24,29 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from app_server import Server, T, call, running
 from conftest import make_settings
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from microsoft_agents.hosting.core.authorization._entra_issuers import (
+    BOTFRAMEWORK_JWKS_URIS,
+    BOTFRAMEWORK_PUBLIC_ISSUER,
+)
+from microsoft_agents.hosting.core.authorization.jwt.jwt_token_validator import (
+    JwtTokenValidator,
+    _JwkClientManager,
+)
 
 from bot import messages
 from bot.channels import ChannelConfigError
-from bot.channels.teams import sdk_configuration
+from bot.channels import teams as teams_channel
+from bot.channels.teams import TeamsBot, sdk_configuration
 from bot.channels.teams_package import PackageInfo, manifest
 from bot.cli import main as cli_main
 from bot.commands import help_text, teams_commands
@@ -108,6 +123,7 @@ class Captured:
     path: str
     body: dict[str, Any]
     id: str
+    raw_path: str = ""  # the path as it came, percent-encoding and all
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +137,7 @@ async def capture_server(
     async def record(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
         reply_id = f"reply-{len(captured) + 1}"
-        captured.append(Captured(request.method, request.path, body, reply_id))
+        captured.append(Captured(request.method, request.path, body, reply_id, request.raw_path))
         if refuse_updates and request.method == "PUT":
             return web.json_response({"error": {"code": "NotFound"}}, status=404)
         return web.json_response({"id": reply_id})
@@ -544,6 +560,94 @@ def test_invalid_activities_are_400(make_server: Callable[..., Server], body: by
     assert LEAD in card_text(card)
 
 
+# -- hostile activities -----------------------------------------------------------------------
+
+
+def _records(caplog: pytest.LogCaptureFixture, since: int, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records[since:] if r.levelno >= level]
+
+
+HOSTILE_ACTIVITIES: dict[str, dict[str, Any]] = {
+    "no serviceUrl": {"serviceUrl": None},
+    "a relative serviceUrl": {"serviceUrl": "v3/conversations/"},
+    "a file: serviceUrl": {"serviceUrl": "file:///etc/"},
+    "a javascript: serviceUrl": {"serviceUrl": "javascript:alert(1)"},
+    "a serviceUrl without a host": {"serviceUrl": "http:///v3/"},
+    "a serviceUrl with a port out of range": {"serviceUrl": "http://127.0.0.1:99999/"},
+    "a serviceUrl with a space in its host": {"serviceUrl": "http://exa mple.com/"},
+    "a serviceUrl of 3000 characters": {"serviceUrl": "http://127.0.0.1:9/" + "a" * 3000},
+    "an id of 100 000 characters": {"id": "1" * 100_000},
+    "a replyToId of 1001 characters": {"replyToId": "r" * 1001},
+    "a conversation.id of 1001 characters": {"conversation": {**PERSONAL, "id": "c" * 1001}},
+    "a from.id of 1001 characters": {"from": {**USER, "id": "u" * 1001}},
+    "a conversation.id with a line break": {"conversation": {**PERSONAL, "id": "a:1\r\nX: y"}},
+    "a conversation.id that is ..": {"conversation": {**PERSONAL, "id": ".."}},
+    # The SDK cuts a conversation.id to 150 characters: what is left must not be "..." either.
+    "a conversation.id of 150 dots and more": {"conversation": {**PERSONAL, "id": "." * 150 + "x"}},
+    "a from.id with a lone surrogate": {"from": {**USER, "id": "29:\ud800"}},
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ACTIVITIES))
+def test_a_hostile_activity_is_400_and_one_log_line(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture, case: str
+):
+    """Refused before the SDK sees it: one JSON sentence, one warning, nothing sent anywhere;
+    and the bot still answers the next activity."""
+    caplog.set_level(logging.INFO)
+
+    async def scenario(teams: Teams) -> tuple[int, Any, list[logging.LogRecord], list[Any]]:
+        message = teams.activity(QUESTION, **HOSTILE_ACTIVITIES[case])
+        message = {k: v for k, v in message.items() if v is not None}
+        before = len(caplog.records)
+        status, body = await call(teams.client, "POST", "/api/messages", json=message)
+        await asyncio.sleep(0.2)  # anything sent to serviceUrl would have arrived by now
+        logged = _records(caplog, before, logging.WARNING)
+        sent = list(teams.captured)
+        await teams.ask(QUESTION)
+        return status, body, logged, sent
+
+    status, body, logged, sent = converse(make_server(), scenario)
+    assert status == 400, body
+    assert set(body) == {"error"} and "\n" not in body["error"], body
+    assert [(r.name, r.levelname) for r in logged] == [("bot.channels.teams", "WARNING")], logged
+    assert len(logged[0].getMessage()) < 300
+    assert sent == []
+    assert not [r for r in caplog.records if r.exc_info or r.stack_info]
+    assert "Traceback" not in caplog.text
+
+
+def test_ids_are_percent_encoded_in_the_connector_path(make_server: Callable[..., Server]):
+    """The ids of an activity never build a path of their own at the Bot Connector: the reply
+    (and a card update) arrive at /v3/conversations/{id}/activities/{id} with each id one
+    percent-encoded segment; nothing arrives at /v3/other."""
+    conversation = "../../v3/other?x=1#frag"
+    activity_id = "1?y=2#g/../../v3/other"
+    card_id = "r/../../../v3/other?z=3"
+
+    async def scenario(teams: Teams) -> tuple[list[Captured], list[Captured]]:
+        fields = {"conversation": {**PERSONAL, "id": conversation}}
+        replies = await teams.send(QUESTION, id=activity_id, **fields)
+        card = card_of(only_message(replies))
+        update = await teams.send(value=feedback(card, True), replyToId=card_id, **fields)
+        return replies, update
+
+    server = make_server()
+    replies, update = converse(server, scenario)
+    [reply] = replies
+    [put] = update
+    for sent, method, last in ((reply, "POST", activity_id), (put, "PUT", card_id)):
+        assert sent.method == method
+        segments = sent.raw_path.split("/")
+        assert segments[:3] == ["", "v3", "conversations"] and len(segments) == 6, sent.raw_path
+        assert segments[4] == "activities", sent.raw_path
+        assert unquote(segments[3]) == conversation and unquote(segments[5]) == last
+        assert "?" not in sent.raw_path and "#" not in sent.raw_path
+        assert sent.body["conversation"]["id"] == conversation  # the body keeps the id as is
+    assert reply.body["replyToId"] == activity_id
+    assert [e.kind for e in server.events("up", "down")] == ["up"]
+
+
 # -- an unreachable Bot Connector -----------------------------------------------------------
 
 
@@ -598,6 +702,61 @@ def test_an_unreachable_service_url_for_a_vote_is_502(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     assert "Traceback" not in caplog.text
     assert [e.kind for e in server.events("up", "down")] == ["up"]  # the vote itself counted
+
+
+@contextlib.asynccontextmanager
+async def odd_connector(kind: str) -> AsyncIterator[str]:
+    """A serviceUrl that cannot take a reply: it closes each connection at once ("closes"),
+    answers bytes that are not HTTP ("not HTTP"), or refuses with an HTTP error ("403")."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            if kind == "not HTTP":
+                writer.write(b"SSH-2.0-OpenSSH_9.6\r\n" + b"\x00" * 64)
+            elif kind == "403":
+                body = b'{"error": {"code": "BotNotInConversationRoster"}}'
+                writer.write(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["closes", "not HTTP", "403"])
+def test_a_connector_that_cannot_take_the_reply_is_502_and_one_log_line(
+    make_server: Callable[..., Server], caplog: pytest.LogCaptureFixture, kind: str
+):
+    server = make_server()
+
+    async def scenario(client: aiohttp.ClientSession) -> tuple[int, Any]:
+        async with (
+            odd_connector(kind) as url,
+            client.post("/api/messages", json=activity(url, QUESTION)) as response,
+        ):
+            return response.status, await response.json()
+
+    caplog.set_level(logging.INFO)
+    status, body = server.run(scenario)
+    assert status == 502, body
+    assert set(body) == {"error"} and "Bot Connector" in body["error"]
+    said = "refused it (HTTP 403)" if kind == "403" else "did not answer"
+    assert said in body["error"]
+    ours = [r for r in caplog.records if r.name.startswith("bot.") and r.levelno >= logging.WARNING]
+    assert [(r.name, r.levelname) for r in ours] == [("bot.channels.teams", "ERROR")], ours
+    line = ours[0].getMessage()
+    assert said in line and "\n" not in line and len(line) < 400, line
+    assert not [r for r in caplog.records if r.exc_info or r.stack_info]
+    assert "Traceback" not in caplog.text
 
 
 # -- state survives a restart ---------------------------------------------------------------
@@ -684,6 +843,174 @@ def test_jwt_is_required_when_an_app_id_is_set(make_server: Callable[..., Server
         assert isinstance(body, dict) and "error" in body, (case, body)
     assert results["healthz"][0] == 200 and results["healthz"][1]["teams"] == "jwt"
     assert results["captured"] == []
+
+
+# Microsoft's token-signing keys, served by a local stand-in for login.botframework.com. The SDK
+# has no setting for where it fetches them: it takes the address from its table of issuers
+# (`BOTFRAMEWORK_JWKS_URIS`, _entra_issuers.py), which the tests point at the stand-in.
+
+
+def _rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    public = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return {**public, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def _claims() -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": BOTFRAMEWORK_PUBLIC_ISSUER,
+        "aud": APP_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "serviceurl": "https://smba.trafficmanager.net/emea/",
+    }
+
+
+def _token(key: rsa.RSAPrivateKey, kid: str) -> str:
+    return jwt.encode(_claims(), key, algorithm="RS256", headers={"kid": kid})
+
+
+def _unsigned(header: dict[str, Any]) -> str:
+    """A token with exactly this header (PyJWT would not write one without a string kid)."""
+
+    def part(value: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(_claims())}.{part('not a signature')}"
+
+
+@contextlib.asynccontextmanager
+async def key_server(
+    monkeypatch: pytest.MonkeyPatch, keys: list[dict[str, Any]], up: bool = True
+) -> AsyncIterator[list[str]]:
+    """Serve `keys` (the list itself: add to it to publish a key) as Microsoft's JWKS, or 503
+    when not `up`; the SDK fetches Bot Framework keys here. Yields the paths fetched."""
+    fetched: list[str] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        if not up:
+            return web.json_response({"error": "down"}, status=503)
+        return web.json_response({"keys": keys})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    async with running(app) as url:
+        keys_url = f"{url}/v1/.well-known/keys"
+        monkeypatch.setitem(BOTFRAMEWORK_JWKS_URIS, BOTFRAMEWORK_PUBLIC_ISSUER, keys_url)
+        yield fetched
+
+
+@pytest.fixture
+def jwt_server(
+    make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], Server]:
+    """`jwt_server()`: a server that requires Bot Framework tokens, with no keys cached yet."""
+    monkeypatch.setattr(JwtTokenValidator, "_jwk_client_manager", _JwkClientManager())
+
+    def make() -> Server:
+        return make_server(
+            microsoft_app_id=APP_ID, microsoft_app_password="x", teams_allow_anonymous=False
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("up", [True, False], ids=["keys served", "key server down"])
+def test_forged_tokens_do_not_fetch_the_keys_each_time(
+    jwt_server: Callable[[], Server],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    up: bool,
+):
+    """20 tokens signed with a key Microsoft never published, each naming a random kid: all
+    401, and Microsoft's keys are fetched once, not once per token."""
+    genuine, forger = _rsa_key(), _rsa_key()
+
+    async def scenario(teams: Teams) -> tuple[list[tuple[int, Any]], list[str]]:
+        async with key_server(monkeypatch, [_jwk(genuine, "key-1")], up=up) as fetched:
+
+            async def forged() -> tuple[int, Any]:
+                bearer = f"Bearer {_token(forger, secrets.token_hex(8))}"
+                return await teams.post(teams.activity(QUESTION), headers={"Authorization": bearer})
+
+            results = [await forged() for _ in range(10)]
+            results += await asyncio.gather(*(forged() for _ in range(10)))
+            return results, list(fetched)
+
+    results, fetched = converse(jwt_server(), scenario)
+    assert [status for status, _ in results] == [401] * 20, results
+    assert all(set(body) == {"error"} for _, body in results)
+    assert 1 <= len(fetched) <= 2, fetched
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "RS256", "typ": "JWT"}, {"alg": "RS256", "kid": 5}, {"alg": "RS256", "kid": ""}],
+    ids=["no kid", "kid a number", "kid empty"],
+)
+def test_a_token_without_a_kid_is_401_and_one_log_line(
+    jwt_server: Callable[[], Server],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    header: dict[str, Any],
+):
+    caplog.set_level(logging.INFO)
+
+    async def scenario(teams: Teams) -> tuple[int, Any, list[str]]:
+        async with key_server(monkeypatch, [_jwk(_rsa_key(), "key-1")]) as fetched:
+            bearer = f"Bearer {_unsigned(header)}"
+            status, body = await teams.post(
+                teams.activity(QUESTION), headers={"Authorization": bearer}
+            )
+            return status, body, list(fetched)
+
+    status, body, fetched = converse(jwt_server(), scenario)
+    assert status == 401 and set(body) == {"error"}, body
+    assert fetched == []  # nothing to look up
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and "\n" not in logged[0].getMessage(), logged
+    assert not [r for r in caplog.records if r.exc_info or r.stack_info]
+    assert "Traceback" not in caplog.text
+
+
+def test_tokens_are_checked_against_cached_keys_and_new_keys_are_found(
+    jwt_server: Callable[[], Server], monkeypatch: pytest.MonkeyPatch
+):
+    """The SDK's own JWT check, with the bot's key cache and the stand-in key server: a token
+    signed with a published key passes (one fetch for any number of tokens); a key published
+    later is fetched once the interval for unknown keys has passed, and then passes too."""
+    server = jwt_server()
+    first, second = _rsa_key(), _rsa_key()
+    published = [_jwk(first, "key-1")]
+
+    async def scenario(teams: Teams) -> dict[str, Any]:
+        validator = JwtTokenValidator(TeamsBot(server.service, server.settings).auth_configuration)
+        results: dict[str, Any] = {}
+        async with key_server(monkeypatch, published) as fetched:
+            claims = [await validator.validate_token(_token(first, "key-1")) for _ in range(3)]
+            results["claims"] = [c.get_claim_value("aud") for c in claims]
+            results["fetched once"] = len(fetched)
+            published.append(_jwk(second, "key-2"))
+            with pytest.raises(jwt.PyJWTError):
+                await validator.validate_token(_token(second, "key-2"))  # too soon to refetch
+            results["fetched too soon"] = len(fetched)
+            monkeypatch.setattr(teams_channel, "UNKNOWN_KEY_SECONDS", 0.0)
+            claims = await validator.validate_token(_token(second, "key-2"))
+            results["new key"] = claims.get_claim_value("aud")
+            results["fetched again"] = len(fetched)
+        return results
+
+    results = converse(server, scenario)
+    assert results["claims"] == [APP_ID] * 3
+    assert results["fetched once"] == 1 and results["fetched too soon"] == 1
+    assert results["new key"] == APP_ID and results["fetched again"] == 2
 
 
 def test_teams_not_configured_is_401_naming_the_setting(make_server: Callable[..., Server]):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from bot.config import Settings
@@ -79,7 +80,10 @@ async def _read(request: web.Request) -> bytes | web.Response:
                 elif size > DRAIN_BYTES:
                     break
     except TimeoutError:
-        return _error(408, f"The body did not arrive within {BODY_SECONDS:g} seconds.")
+        # The connection is not kept alive for a client that stopped halfway (RFC 9110 §15.5.9).
+        response = _error(408, f"The body did not arrive within {BODY_SECONDS:g} seconds.")
+        response.force_close()
+        return response
     except (ContentEncodingError, BadHttpMessage, RequestPayloadError):
         # e.g. "Content-Encoding: gzip" on a body that is not: nothing more is read from it (and
         # aiohttp must not try to read the rest either, which would raise the error again).
@@ -170,9 +174,19 @@ def _refused(reply: Reply) -> web.Response:
 
 
 def _bearer_matches(request: web.Request, token: str) -> bool:
+    """Whether the request's `Authorization: Bearer <token>` is `token`. Compared as bytes:
+    `hmac.compare_digest` refuses str with non-ASCII letters, and aiohttp hands over header bytes
+    that are not UTF-8 as lone surrogates. The token may come as UTF-8 or as Latin-1 (what HTTP
+    clients such as `requests` send)."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    if scheme.lower() != "bearer":
+        return False
+    sent = given.strip().encode("utf-8", "surrogateescape")  # the bytes as they came
+    expected = {token.encode("utf-8")}
+    with contextlib.suppress(UnicodeEncodeError):
+        expected.add(token.encode("latin-1"))
+    return any(hmac.compare_digest(sent, candidate) for candidate in expected)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -220,12 +234,45 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return _error(500, "Something went wrong on the server; the error is logged.")
 
 
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's server log, except that a request aiohttp could not parse (a header line of
+    100 KB, 10 000 headers, a Content-Length that lies, bytes that are not HTTP) is one short line
+    at most at WARNING: aiohttp logs the parser's error with its traceback, and that error quotes
+    the raw bytes it choked on, up to a whole body. Other errors are logged as they are."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            kwargs.pop("exc_info")
+            kwargs.pop("stack_info", None)
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = str(msg)
+            level, msg, args = min(level, logging.WARNING), "%s: %s", (text, _parse_error(error))
+        super().log(level, msg, *args, **kwargs)
+
+
+def _parse_error(error: HttpProcessingError) -> str:
+    """aiohttp's parser error in at most ~120 characters, without the raw bytes it quotes."""
+    lines = str(error.message or "").strip().splitlines()
+    text = lines[0] if lines else ""
+    for quoted in (" b'", ' b"', " bytearray("):
+        text = text.split(quoted, 1)[0]
+    text = text.rstrip(" :.")[:100]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def create_app(service: ConversationService, settings: Settings) -> web.Application:
     """The aiohttp application with every HTTP route; Teams is added when configured."""
     from bot.channels.teams import add_teams_routes
 
     # The API reads its bodies itself (_read); Teams' endpoint keeps aiohttp's limit.
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[_json_errors],
+        handler_args={"logger": _ServerLog(logging.getLogger("aiohttp.server"), {})},
+    )
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = settings
     app.router.add_post("/api/ask", ask)
