@@ -63,7 +63,12 @@ class Server:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [str(Path(sys.executable).parent / "styringsbot"), "serve", "--port", str(port)]
-        settings = {"STYRINGSBOT_QUESTION_LOG": "off", "STYRINGSBOT_RATE_LIMIT": "0", **env}
+        settings = {
+            "STYRINGSBOT_QUESTION_LOG": "off",
+            "STYRINGSBOT_RATE_LIMIT": "0",
+            "STYRINGSBOT_API_RATE_LIMIT": "0",
+            **env,
+        }
         self.process = subprocess.Popen(command, env={**os.environ, **settings})
 
     def stop(self) -> None:

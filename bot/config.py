@@ -97,6 +97,10 @@ class Settings(BaseSettings):
 
     # Questions one user may ask per minute in Telegram and Teams; 0 = no limit.
     rate_limit: int = Field(10, ge=0, le=10_000, validation_alias=_env("STYRINGSBOT_RATE_LIMIT"))
+    # Questions one client address may send to `POST /api/ask` per minute; 0 = no limit.
+    api_rate_limit: int = Field(
+        60, ge=0, le=100_000, validation_alias=_env("STYRINGSBOT_API_RATE_LIMIT")
+    )
 
     # Conversations, feedback, the gap log and rate limits: SQLite in the data dir by default,
     # or a server database by SQLAlchemy URL (postgresql+psycopg://user:pass@host/db).

@@ -193,6 +193,7 @@ class ConversationService:
         question_log: QuestionLog = "gaps",
         max_question_chars: int = MAX_QUESTION_CHARS,
         rate_limit: int = 0,
+        api_rate_limit: int = 0,
         retention_days: int = 0,
         workers: int = 1,
         cache_seconds: float = CACHE_SECONDS,
@@ -204,6 +205,7 @@ class ConversationService:
         self.question_log = question_log
         self.max_question_chars = max_question_chars
         self.rate_limit = rate_limit
+        self.api_rate_limit = api_rate_limit
         self.retention_days = retention_days
         self.workers = max(1, workers)
         self.cache_seconds = cache_seconds
@@ -222,6 +224,7 @@ class ConversationService:
             "question_log": settings.question_log,
             "max_question_chars": settings.max_question_chars,
             "rate_limit": settings.rate_limit,
+            "api_rate_limit": settings.api_rate_limit,
             "retention_days": settings.retention_days,
             "workers": settings.workers or os.cpu_count() or 1,
             "cache_seconds": settings.cache_seconds,
@@ -293,8 +296,10 @@ class ConversationService:
         return self._question(chat, user, parsed.argument, channel)
 
     def _question(self, chat: str | None, user: str | None, text: str, channel: str) -> Reply:
-        if user is not None and self.rate_limit > 0:
-            wait = self.store.hit(f"rate:{user}", self.rate_limit, RATE_WINDOW, self.clock())
+        # A chat user, or for the HTTP API a client address: one may not take the service alone.
+        limit = self.api_rate_limit if channel == "http" else self.rate_limit
+        if user is not None and limit > 0:
+            wait = self.store.hit(f"rate:{user}", limit, RATE_WINDOW, self.clock())
             if wait > 0:
                 language = detect(text) if text.strip() else "nb"
                 seconds = max(1, round(wait))

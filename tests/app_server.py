@@ -56,10 +56,17 @@ class Server:
     for one scenario, `restart` replaces the service by a new one on the same store."""
 
     def __init__(
-        self, engine: Any, root: Path, knowledge: Path, question_log: str = "gaps", **settings: Any
+        self,
+        engine: Any,
+        root: Path,
+        knowledge: Path,
+        question_log: str = "gaps",
+        api_rate_limit: int = 0,
+        **settings: Any,
     ) -> None:
         self.engine = engine
         self.question_log = question_log
+        self.api_rate_limit = api_rate_limit
         self.store_url = f"sqlite:///{root / 'styringsbot.sqlite3'}"
         self.service = self._new_service()
         self.settings = make_settings(
@@ -72,7 +79,10 @@ class Server:
 
     def _new_service(self) -> ConversationService:
         return ConversationService(
-            self.engine, Store(self.store_url), question_log=self.question_log
+            self.engine,
+            Store(self.store_url),
+            question_log=self.question_log,
+            api_rate_limit=self.api_rate_limit,
         )
 
     def restart(self) -> None:

@@ -628,3 +628,26 @@ def test_restarting_serve_keeps_the_conversations(
     assert len(cards) == 2  # the answer before the restart, the source after it
     source_runs = json.dumps(cards[1], ensure_ascii=False)
     assert "Ledes av kommunaldirektør" in source_runs and "[1]" in source_runs
+
+
+def test_one_client_address_cannot_take_the_service(make_server: Callable[..., Server]):
+    """POST /api/ask answers a client address STYRINGSBOT_API_RATE_LIMIT times a minute, then
+    429 with Retry-After (each conversation id is the same client)."""
+    server = make_server(api_rate_limit=3)
+
+    async def scenario(client: aiohttp.ClientSession) -> list[tuple[int, Any, str | None]]:
+        results = []
+        for n in range(4):
+            async with client.post(
+                "/api/ask", json={"question": QUESTION, "conversation_id": f"c{n}"}
+            ) as response:
+                results.append(
+                    (response.status, await response.json(), response.headers.get("Retry-After"))
+                )
+        return results
+
+    results = server.run(scenario)
+    assert [status for status, _, _ in results] == [200, 200, 200, 429]
+    _, body, retry_after = results[-1]
+    assert set(body) == {"error"} and "sekund" in body["error"]
+    assert retry_after is not None and 1 <= int(retry_after) <= 60

@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -137,8 +138,13 @@ async def ask(request: web.Request) -> web.Response:
         return chat
     service = request.app[SERVICE_KEY]
     started = time.perf_counter()
-    reply = await service.reply(chat, None, Question(question), CHANNEL)
+    client = f"http:{request.remote or 'unknown'}"  # the rate limit is per client address
+    reply = await service.reply(chat, client, Question(question), CHANNEL)
     elapsed = (time.perf_counter() - started) * 1000
+    if reply.kind is ReplyKind.RATE_LIMITED:
+        response = _error(429, reply.text)
+        response.headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after or 1)))
+        return response
     if reply.kind is not ReplyKind.ANSWER or reply.answer is None:
         return _refused(reply)
     data = reply.answer.to_dict()
