@@ -3,10 +3,11 @@ prints a table: probes tried, held (the answer a client should get: a 4xx, or a 
 and how many got a 500 or left a traceback in the server's log.
 
 Families: HTTP bodies, HTTP headers and framing (raw bytes), the API token, Teams activities
-(anonymous mode, replies caught by a local stand-in for the Bot Connector) and Teams tokens
-(JWT mode; Microsoft's key endpoints are not reachable from here, as on a closed network).
-Telegram updates and ingest faults are replayed by the tests (tests/test_telegram.py,
-tests/test_ingest_faults.py), against a Bot API stand-in and real ingests.
+(anonymous mode, replies caught by a local stand-in for the Bot Connector), Teams tokens (JWT
+mode; Microsoft's key endpoints are not reachable from here, as on a closed network), and ingest
+faults (broken guide files and manifests, links out of the folder, `kill -9` at several moments
+of a rebuild), each followed by a question the earlier index must still answer. Telegram updates
+are replayed by tests/test_telegram.py against a stand-in for the Bot API.
 
 Usage: python benchmarks/hostile.py         (exit status 1 if any probe did not hold)
 """
@@ -310,6 +311,96 @@ def teams_token_probes() -> dict[str, tuple[dict[str, str], set[int]]]:
 Row = tuple[str, int, int, int]
 
 
+def ingest_family() -> tuple[Row, list[str], int]:
+    """Faults at ingest on a copy of knowledge/: the expected exit status, no traceback, and the
+    index still answers afterwards. Returns (row, failures, tracebacks)."""
+    import shutil
+    import signal
+
+    script = str(Path(sys.executable).parent / "styringsbot")
+    with tempfile.TemporaryDirectory(prefix="hostile-ingest-") as tmp:
+        root = Path(tmp)
+        knowledge = root / "knowledge"
+        shutil.copytree(ROOT / "knowledge", knowledge)
+        env = {**os.environ, "STYRINGSBOT_HOME": str(root),
+               "STYRINGSBOT_DATA_DIR": str(root / "data"),
+               "STYRINGSBOT_KNOWLEDGE_DIR": str(knowledge)}  # fmt: skip
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([script, *args], env=env, capture_output=True, text=True,
+                                  cwd=root, timeout=600)  # fmt: skip
+
+        first = run("ingest", "--quiet")
+        if first.returncode != 0:
+            raise SystemExit(f"the first ingest failed: {first.stderr}")
+        manifest = (knowledge / "sources.yaml").read_bytes()
+        glossary = (knowledge / "glossary.yaml").read_bytes()
+        roles = (knowledge / "roles.yaml").read_bytes()
+        long_title = manifest.decode().replace(
+            "title: Politisk styringssystem", "title: " + "Politisk styringssystem " * 90, 1
+        )
+        bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+            f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
+            for i in range(9)
+        )
+
+        def put(name: str, data: bytes) -> Callable[[], None]:
+            return lambda: (knowledge / name).write_bytes(data)
+
+        def link() -> None:
+            outside = root / "utenfor.txt"
+            outside.write_text("Hemmelig tekst utenfor kunnskapsmappen.\n", encoding="utf-8")
+            (knowledge / "lenke.txt").symlink_to(outside)
+
+        faults: dict[str, tuple[Callable[[], None], set[int]]] = {
+            "glossary.yaml not YAML": (put("glossary.yaml", b"terms: [unclosed\n  - : :\n"), {2}),
+            "roles.yaml not YAML": (put("roles.yaml", b"cards: {\n"), {2}),
+            "sources.yaml not UTF-8": (put("sources.yaml", "tittel: Møte".encode("utf-16")), {2}),
+            "a title of 2000 characters": (put("sources.yaml", long_title.encode()), {2}),
+            "a YAML alias bomb": (put("sources.yaml", bomb.encode()), {2}),
+            "a link out of the folder": (link, {0, 1}),
+            "a PDF that is not one": (put("odelagt.pdf", b"%PDF-1.7 not really" * 100), {0, 1}),
+        }
+        held, failures, tracebacks = 0, [], 0
+
+        def answers() -> bool:
+            done = run("ask", "Hvem leder etatsstyringsmøtet?")
+            return done.returncode == 0 and "kommunaldirektør" in done.stdout
+
+        for label, (make, expected) in faults.items():
+            make()
+            done = run("ingest", "--quiet")
+            tracebacks += done.stderr.count("Traceback")
+            ok = done.returncode in expected and "Traceback" not in done.stderr and answers()
+            held += ok
+            if not ok:
+                failures.append(f"ingest: {label} → exit {done.returncode}: {done.stderr[-300:]}")
+            for name, data in (("sources.yaml", manifest), ("glossary.yaml", glossary),
+                               ("roles.yaml", roles)):  # fmt: skip
+                (knowledge / name).write_bytes(data)
+            for extra in ("lenke.txt", "odelagt.pdf"):
+                (knowledge / extra).unlink(missing_ok=True)
+            run("ingest", "--quiet")
+
+        kills = (1.5, 5.0, 10.0, 20.0)
+        for seconds in kills:  # kill -9 at several moments of a rebuild, then ingest again
+            process = subprocess.Popen([script, "ingest", "--rebuild", "--quiet"], env=env,
+                                       cwd=root, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(seconds)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            done = run("ingest", "--quiet")
+            tracebacks += done.stderr.count("Traceback")
+            ok = done.returncode == 0 and answers()
+            held += ok
+            if not ok:
+                failures.append(f"ingest: kill -9 after {seconds} s → {done.stderr[-300:]}")
+        tried = len(faults) + len(kills)
+        return ("Ingest faults and kill -9", tried, held, 0), failures, tracebacks
+
+
 def run_family(
     name: str, probes: dict[str, object], send: Callable[[object], int], serve: Serve
 ) -> tuple[Row, list[str]]:
@@ -389,6 +480,11 @@ def main() -> int:
         tracebacks += jwt_serve.tracebacks()
     finally:
         jwt_serve.stop()
+
+    row, failed, ingest_tracebacks = ingest_family()
+    rows.append(row)
+    failures += failed
+    tracebacks += ingest_tracebacks
 
     print(f"{'family':32} {'tried':>6} {'held':>6} {'500s':>6}")
     for name, tried, held, errors in rows:

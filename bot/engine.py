@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,15 @@ from bot.query import FollowUpContext, QueryPlan
 from bot.reader import Reader, ReaderModel, Reading
 from bot.retrieval import Retriever, SearchResult
 from ingest.embeddings import Embedder, shared
-from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, IndexStoreError
+from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, guide_files_of
 
 if TYPE_CHECKING:
     from ingest.pipeline import SyncReport
 
 log = logging.getLogger(__name__)
+
+# How long a running bot waits before it tries again to open a new index it could not open.
+RETRY_SECONDS = 30.0
 
 
 def sync_index(settings: Settings, **options: Any) -> SyncReport:
@@ -57,6 +61,10 @@ class Engine:
         self.embedder = embedder
         self._core = core
         self._switch = threading.Lock()
+        # Why the newest index.json could not be taken into use (None: the newest is in use).
+        self.index_problem: str | None = None
+        self._failed_stamp = 0
+        self._retry_at = 0.0
         try:
             self._state_stamp = (self.settings.data_dir / STATE_FILE).stat().st_mtime_ns
         except OSError:
@@ -138,7 +146,11 @@ class Engine:
 
     def follow_index(self) -> bool:
         """Reopen the index if `ingest` has written a new one since; a running bot then answers
-        from the new documents without a restart (the old generation is deleted by ingest)."""
+        from the new documents without a restart (the old generation is deleted by ingest).
+
+        A new generation is taken into use only whole: its collection, chunks and guide all
+        open, or the bot keeps answering from the one it has and logs one line (the reason is
+        in `index_problem` until a generation opens); it tries again after RETRY_SECONDS."""
         try:
             stamp = (self.settings.data_dir / STATE_FILE).stat().st_mtime_ns
         except OSError:
@@ -148,26 +160,41 @@ class Engine:
         with self._switch:  # one worker reopens; the others wait for it and find it done
             if stamp == self._state_stamp:
                 return False
-            self._state_stamp = stamp
+            if stamp == self._failed_stamp and time.monotonic() < self._retry_at:
+                return False
             try:
                 state = IndexState.read(self.settings.data_dir)
-            except IndexStoreError:
-                return False
-            if state is None or (state.index_id, state.generation) == self.generation:
-                return False
-            try:
+                if state is None or (state.index_id, state.generation) == self.generation:
+                    self._state_stamp = stamp  # rewritten, but the generation in use is newest
+                    self.index_problem = None
+                    return False
                 index = Index.open(
                     self.settings.data_dir,
                     self.settings.embedder_spec.id,
                     self.settings.chroma_host,
                     self.settings.chroma_port,
                 )
-                self._core = _core(self.settings, index, self.embedder)
-            except IndexStoreError as exc:
-                log.warning("The index changed but cannot be opened yet: %s", exc)
+                core = _core(self.settings, index, self.embedder)
+            except Exception as exc:  # whatever it is, the generation in use keeps answering
+                self._refuse(stamp, exc)
                 return False
+            self._core = core
+            self._state_stamp = stamp
+            self.index_problem = None
         log.info("Switched to index generation %d", state.generation)
         return True
+
+    def _refuse(self, stamp: int, exc: Exception) -> None:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        self.index_problem = f"{exc.__class__.__name__}: {reason}" if reason else repr(exc)
+        if stamp != self._failed_stamp:  # one line per new index.json, not one per question
+            log.warning(
+                "The new index cannot be used (%s); still answering from generation %d",
+                self.index_problem,
+                self.generation[1],
+            )
+        self._failed_stamp = stamp
+        self._retry_at = time.monotonic() + RETRY_SECONDS
 
     def _ask(self, question: str, k: int | None, context: FollowUpContext | None) -> Answer:
         return self.trace(question, k, context).answer
@@ -188,7 +215,10 @@ class Engine:
 
 def _core(settings: Settings, index: Index, embedder: Embedder) -> Core:
     abstention = AbstentionModel.for_index(settings.data_dir, embedder.id)
-    guide = Guide.load(settings.knowledge_dir)
+    # The guide ingest checked and kept with this generation; the knowledge folder's own files
+    # only for an index written before guides were kept (they may be mid-edit by now).
+    kept = guide_files_of(settings.data_dir, index.state)
+    guide = Guide.from_files(kept) if kept is not None else Guide.load(settings.knowledge_dir)
     retriever = Retriever(index, embedder, guide=guide)
     reader = retriever.reader(ReaderModel.for_index(settings.data_dir, embedder.id))
     return Core(index, retriever, reader, Answerer(abstention))

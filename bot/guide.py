@@ -9,7 +9,9 @@ quote is resolved to the indexed passage that holds it, and that passage is what
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from ingest.clean import fold as normalize
 
 GLOSSARY_FILE = "glossary.yaml"
 ROLES_FILE = "roles.yaml"
+GUIDE_FILES = (GLOSSARY_FILE, ROLES_FILE)
 
 # What a question asks about a card: cue words per field (Norwegian and English), most specific
 # first. Shown to the user under these labels.
@@ -179,11 +182,17 @@ class Guide:
     @classmethod
     def load(cls, knowledge_dir: Path) -> Guide:
         """Read the glossary and the role guide; a missing file means an empty part."""
+        return cls.from_files(read_guide_files(knowledge_dir))
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> Guide:
+        """The guide in the contents of its files (by name; a missing name is an empty part):
+        what ingest checks is exactly what it keeps with the index."""
         guide = cls()
-        glossary = _read_yaml(knowledge_dir / GLOSSARY_FILE)
+        glossary = _parse_yaml(GLOSSARY_FILE, files.get(GLOSSARY_FILE))
         if glossary is not None:
             guide.terms = [_term(item, GLOSSARY_FILE) for item in _list(glossary, "terms")]
-        roles = _read_yaml(knowledge_dir / ROLES_FILE)
+        roles = _parse_yaml(ROLES_FILE, files.get(ROLES_FILE))
         if roles is not None:
             guide.cards = [_card(item) for item in _list(roles, "cards")]
             guide.criteria = [
@@ -324,20 +333,44 @@ def _is_abbreviation(name: str) -> bool:
     return 1 < len(letters) <= 6 and sum(ch.isupper() for ch in letters) >= len(letters) - 1
 
 
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
+def read_guide_files(folder: Path) -> dict[str, bytes]:
+    """The guide's files in `folder` as they are on disk (absent ones left out)."""
+    from ingest.manifest import read_yaml_bytes
+
+    return {
+        name: read_yaml_bytes(folder / name, GuideError)
+        for name in GUIDE_FILES
+        if (folder / name).exists()
+    }
+
+
+def guide_fingerprint(files: Mapping[str, bytes]) -> str:
+    """What identifies a guide's files: their names and contents."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\n{len(files[name])}\n".encode())
+        digest.update(files[name])
+    return digest.hexdigest()
+
+
+def _parse_yaml(name: str, raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
         return None
     import yaml
 
+    from ingest.manifest import check_expansion, decode_yaml
+
+    text = decode_yaml(raw, name, GuideError)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         problem = exc.__class__.__name__
-        raise GuideError(f"{path.name} er ikke gyldig YAML ({problem}); rett fila.") from exc
+        raise GuideError(f"{name} er ikke gyldig YAML ({problem}); rett fila.") from exc
+    check_expansion(data, text, Path(name), GuideError)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise GuideError(f"{path.name} skal være en YAML-ordbok på øverste nivå; rett fila.")
+        raise GuideError(f"{name} skal være en YAML-ordbok på øverste nivå; rett fila.")
     return data
 
 

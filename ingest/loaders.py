@@ -12,6 +12,10 @@ from ingest.model import Page
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".docx", ".pptx", ".html", ".htm")
 
+# A title is shown in every citation and travels with every passage into the model; longer than
+# this it is not a title (a sources.yaml title is refused, a file's own title shortened).
+MAX_TITLE_CHARS = 300
+
 
 class LoadError(Exception):
     """A file could not be read; the message says why in one sentence."""
@@ -33,11 +37,27 @@ def load(path: Path) -> LoadedFile:
     if loader is None:
         raise LoadError(f"filtypen {path.suffix or '(ingen)'} støttes ikke")
     try:
-        return loader(path)
+        loaded = loader(path)
     except LoadError:
         raise
     except Exception as exc:  # parsers raise many kinds of errors for corrupt input
         raise LoadError(f"filen er skadet eller ikke en gyldig {path.suffix}-fil ({exc})") from exc
+    if loaded.title and len(loaded.title) > MAX_TITLE_CHARS:
+        # A file's own title (PDF metadata, first heading) cannot be refused like a manifest one.
+        loaded = LoadedFile(loaded.pages, shorten(loaded.title, MAX_TITLE_CHARS))
+    return loaded
+
+
+def shorten(text: str, limit: int, mark: str = "…") -> str:
+    """`text` in at most `limit` characters, cut at a word boundary where one is near the end."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(mark)]
+    space = cut.rfind(" ")
+    if space >= len(cut) * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:–-") + mark
 
 
 def _read_text(path: Path) -> str:

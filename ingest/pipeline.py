@@ -2,41 +2,57 @@
 
 Unchanged files are skipped (nothing re-embedded), changed files replaced, deleted files removed.
 A file that cannot be read is reported and skipped; if an earlier version of it was indexed, that
-version stays. The new index is written beside the old one and takes over in one atomic step.
+version stays. The new index is written beside the old one, checked, and takes over in one atomic
+step; the glossary and role guide are checked before anything is written and kept with the index,
+so a running bot never takes up an index whose guide does not load. What an earlier, interrupted
+ingest left behind is removed once the new index is published.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
 from ingest.clean import clean_pages, find_boilerplate, normalize
 from ingest.embeddings import Embedder, EmbedderSpec
-from ingest.loaders import LoadError, is_supported, load
+from ingest.loaders import MAX_TITLE_CHARS, LoadError, is_supported, load, shorten
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
 from ingest.split import sentence_texts, sentence_units, split_pages
 from ingest.store import (
+    LEXICAL_PREFIX,
     FileRecord,
     IndexState,
     StateDamaged,
     chroma_client,
     drop_generation,
+    guide_files_of,
+    ingest_lock,
     read_chunks,
     read_sentence_vectors,
     read_vectors,
+    remove_leftovers,
+    remove_unused_segments,
+    verify_generation,
     write_generation,
 )
 
 # Bump when loading, cleaning or chunking changes what a file turns into: every file is redone.
 PIPELINE_VERSION = "3"  # 2: sentence vectors, compound-aware lexical index; 3: whole sentences
 EMBED_BATCH = 16
+# The title goes into the model with every sentence and every passage: a longer one is cut to
+# this for the model (the citation keeps it whole), so the cost of a sentence does not grow with
+# its document's title. Every title of the seed corpus is shorter (the longest is 86).
+EMBED_TITLE_CHARS = 120
 
 
 class IngestError(Exception):
@@ -60,11 +76,14 @@ class SyncReport:
     chunks: int = 0
     documents: int = 0
     rebuilt: bool = False
+    guide_changed: bool = False  # glossary.yaml/roles.yaml differ from the index's copy
     seconds: float = 0.0
 
     @property
     def changed_anything(self) -> bool:
-        return bool(self.added or self.changed or self.removed or self.rebuilt)
+        return bool(
+            self.added or self.changed or self.removed or self.rebuilt or self.guide_changed
+        )
 
     def summary(self) -> str:
         parts = [
@@ -75,6 +94,8 @@ class SyncReport:
         ]
         if self.failed:
             parts.append(f"{len(self.failed)} hoppet over")
+        if self.guide_changed:
+            parts.append("ordlisten/rolleguiden oppdatert")
         return (
             f"Indeksen har {self.documents} dokumenter og {self.chunks} tekstbiter "
             f"({', '.join(parts)}; {self.embedded} tekstbiter embeddet på {self.seconds:.1f} s)."
@@ -104,8 +125,11 @@ def _relative(path: Path, root: Path) -> str:
     return path.resolve().relative_to(root.resolve()).as_posix()
 
 
-def _scan(knowledge_dir: Path, paths: Iterable[Path] | None) -> tuple[list[Path], list[str]]:
-    """Files to consider, and the scope (relative prefixes) within which deletions count."""
+def _scan(
+    knowledge_dir: Path, paths: Iterable[Path] | None
+) -> tuple[list[Path], list[str], list[FileProblem]]:
+    """Files to consider, the scope (relative prefixes) within which deletions count, and the
+    files left out because they are links to something outside the knowledge folder."""
     root = knowledge_dir.resolve()
     if not paths:
         items, scope = [root], [""]
@@ -129,15 +153,27 @@ def _scan(knowledge_dir: Path, paths: Iterable[Path] | None) -> tuple[list[Path]
             rel = _relative(resolved, root)
             scope.append("" if rel == "." else rel)
     files: dict[Path, None] = {}
+    outside: list[FileProblem] = []
     for item in items:
         candidates = [item] if item.is_file() else sorted(item.rglob("*"))
         for path in candidates:
             inside = path.relative_to(root).parts
             if any(part.startswith(".") for part in inside):
                 continue
-            if path.is_file() and path.name != MANIFEST_NAME and is_supported(path):
-                files[path] = None
-    return list(files), scope
+            if not (path.is_file() and path.name != MANIFEST_NAME and is_supported(path)):
+                continue
+            target = path.resolve()
+            if root not in target.parents:
+                outside.append(
+                    FileProblem(
+                        path.relative_to(root).as_posix(),
+                        f"den er en lenke til {target}, utenfor kunnskapsmappen; kopier filen inn "
+                        "i mappen i stedet",
+                    )
+                )
+                continue
+            files[path] = None
+    return list(files), scope, outside
 
 
 def _in_scope(relative: str, scope: list[str]) -> bool:
@@ -208,7 +244,12 @@ def sync(
     progress: bool = True,
     embedder: Embedder | None = None,
 ) -> SyncReport:
-    """Bring the index in line with the knowledge folder (or the given files/folders in it)."""
+    """Bring the index in line with the knowledge folder (or the given files/folders in it).
+
+    Everything the new index depends on is checked before it is published: the manifest and the
+    guide first (nothing is written if either is wrong), the written generation itself last.
+    Only then does the state file point to it; the previous generation, and whatever an
+    interrupted earlier ingest left behind, is removed after that."""
     started = time.perf_counter()
     if not knowledge_dir.is_dir():
         raise IngestError(
@@ -216,17 +257,81 @@ def sync(
             "STYRINGSBOT_KNOWLEDGE_DIR."
         )
     manifest = Manifest.read(knowledge_dir)
-    files, scope = _scan(knowledge_dir, list(paths) if paths else None)
+    guide_files = _checked_guide(knowledge_dir)
+    files, scope, outside = _scan(knowledge_dir, list(paths) if paths else None)
+    with ingest_lock(data_dir):
+        return _sync(
+            knowledge_dir,
+            data_dir,
+            spec,
+            manifest,
+            guide_files,
+            files,
+            scope,
+            outside,
+            chroma_host=chroma_host,
+            chroma_port=chroma_port,
+            rebuild=rebuild,
+            progress=progress,
+            embedder=embedder,
+            started=started,
+        )
+
+
+def _checked_guide(knowledge_dir: Path) -> dict[str, bytes]:
+    """The glossary and role guide files, read once and checked as the bot will load them; the
+    new generation keeps exactly these bytes. A file that does not load stops the ingest."""
+    from bot.guide import Guide, GuideError, read_guide_files
+
+    try:
+        files = read_guide_files(knowledge_dir)
+        Guide.from_files(files)
+    except GuideError as exc:
+        text = str(exc).rstrip(".")
+        if "ingest" not in text:
+            text += " og kjør ingest på nytt"
+        raise IngestError(f"{text} (indeksen er ikke endret).") from exc
+    return files
+
+
+def _sync(
+    knowledge_dir: Path,
+    data_dir: Path,
+    spec: EmbedderSpec,
+    manifest: Manifest,
+    guide_files: dict[str, bytes],
+    files: list[Path],
+    scope: list[str],
+    outside: list[FileProblem],
+    *,
+    chroma_host: str | None,
+    chroma_port: int,
+    rebuild: bool,
+    progress: bool,
+    embedder: Embedder | None,
+    started: float,
+) -> SyncReport:
+    from bot.guide import Guide, guide_fingerprint
+
     try:
         old = IndexState.read(data_dir)
     except StateDamaged:
         if not rebuild:
             raise
         old = None  # --rebuild starts over; leftovers of the damaged index are not read
+    if old is not None and old.generation == 0:
+        old = None  # a state that never pointed to a generation
     report = SyncReport()
     if old is not None and old.embedder != spec.id:
         rebuild = True  # vectors of another model cannot be mixed with new ones
+    if old is not None and not rebuild and not _is_whole(data_dir, old, chroma_host):
+        rebuild = True  # the published generation lost a part: nothing of it can be trusted
     report.rebuilt = rebuild and old is not None
+    if old is not None:
+        kept_guide = guide_files_of(data_dir, old)
+        report.guide_changed = kept_guide is None or guide_fingerprint(
+            kept_guide
+        ) != guide_fingerprint(guide_files)
 
     current: dict[str, tuple[Path, str, str]] = {}
     for path in files:
@@ -238,12 +343,16 @@ def sync(
         current[relative] = (path, sha, fingerprint)
 
     old_files = old.files if old else {}
+    report.failed.extend(outside)  # left out, but an earlier indexed version of it stays
+    left_out = {problem.path for problem in outside}
     to_process = [
         rel
         for rel, (_, _, fp) in current.items()
         if rebuild or rel not in old_files or old_files[rel].fingerprint != fp
     ]
-    report.removed = [r for r in old_files if _in_scope(r, scope) and r not in current]
+    report.removed = [
+        r for r in old_files if _in_scope(r, scope) and r not in current and r not in left_out
+    ]
     report.unchanged = [r for r in current if r not in to_process]
     kept = {
         rel: rec
@@ -251,7 +360,8 @@ def sync(
         if not rebuild and rel not in to_process and rel not in report.removed
     }
 
-    if not to_process and not report.removed and old is not None and old.generation > 0:
+    if old is not None and not to_process and not report.removed and not report.changed_anything:
+        _tidy(data_dir, old, chroma_host, chroma_port)
         report.documents = len(old_files)
         report.chunks = sum(len(r.chunk_ids) for r in old_files.values())
         report.seconds = time.perf_counter() - started
@@ -341,7 +451,7 @@ def sync(
     with _progress(None, len(to_embed), "Embedder tekstbiter", progress) as bar:
         for start in range(0, len(to_embed), EMBED_BATCH):
             part = to_embed[start : start + EMBED_BATCH]
-            embedded = embedder.embed_passages([c.embedding_text() for c in part])
+            embedded = embedder.embed_passages([_for_model(c).embedding_text() for c in part])
             for chunk, vector in zip(part, embedded, strict=True):
                 vectors[chunk.id] = vector
             bar.update(len(part))
@@ -363,20 +473,83 @@ def sync(
         else np.zeros((0, embedder.dim), dtype=np.float32)
     )
     try:
-        write_generation(client, data_dir, new_state, all_chunks, matrix, sentence_vectors)
+        write_generation(
+            client, data_dir, new_state, all_chunks, matrix, sentence_vectors, guide_files
+        )
+        # What a running bot will open, checked before it can see it: whole collection and
+        # lexical folder, and the guide as kept with them.
+        verify_generation(client, data_dir, new_state, len(all_chunks))
+        Guide.from_files(guide_files_of(data_dir, new_state) or {})
         new_state.write(data_dir)
     except Exception as exc:
         drop_generation(client, data_dir, new_state)
+        if chroma_host is None:  # and the vector-segment folder Chroma leaves behind
+            live = old.collection_name if old is not None else None
+            with contextlib.suppress(Exception):
+                remove_unused_segments(data_dir / "chroma", client, live)
         raise IngestError(
             f"Kunne ikke skrive den nye indeksen ({exc}); den forrige indeksen er urørt."
         ) from exc
-    if old is not None and old.generation > 0:
+    if old is not None:
         drop_generation(client, data_dir, old)
+    with contextlib.suppress(Exception):  # tidying up never fails a published ingest
+        remove_leftovers(client, data_dir, new_state, embedded=chroma_host is None)
 
     report.documents = len(records)
     report.chunks = len(all_chunks)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _for_model(chunk: Chunk) -> Chunk:
+    """The chunk as the embedding model sees it: a title (or heading) too long to be one is cut
+    short, so the text that goes with each sentence stays small; other chunks are unchanged."""
+    if len(chunk.title) > EMBED_TITLE_CHARS:
+        chunk = replace(chunk, title=shorten(chunk.title, EMBED_TITLE_CHARS, mark=""))
+    if chunk.heading and len(chunk.heading) > MAX_TITLE_CHARS:
+        chunk = replace(chunk, heading=shorten(chunk.heading, MAX_TITLE_CHARS, mark=""))
+    return chunk
+
+
+def _is_whole(data_dir: Path, state: IndexState, chroma_host: str | None) -> bool:
+    """Whether the published generation still has its parts (cheap: no Chroma client): its
+    chunk file and, in the embedded database, its collection."""
+    if not (data_dir / state.lexical_dirname / "chunks.jsonl").is_file():
+        return False
+    if chroma_host:
+        return True  # asking a server costs a round trip; a missing collection shows on opening
+    database = data_dir / "chroma" / "chroma.sqlite3"
+    if not database.is_file():
+        return False
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(database))}?mode=ro", uri=True, timeout=10)
+        try:
+            found = connection.execute(
+                "SELECT 1 FROM collections WHERE name = ?", (state.collection_name,)
+            ).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return True  # cannot tell: let Chroma say so when it is opened
+    return found is not None
+
+
+def _tidy(data_dir: Path, live: IndexState, chroma_host: str | None, chroma_port: int) -> None:
+    """With nothing to sync, still remove what an interrupted ingest left beside the live
+    generation; the Chroma client is opened only when there are signs of such leftovers."""
+    folders = [p for p in data_dir.glob(f"{LEXICAL_PREFIX}*") if p.name != live.lexical_dirname]
+    temporary = list(data_dir.glob(".index-*.json"))
+    chroma_dir = data_dir / "chroma"
+    segments = (
+        sum(1 for p in chroma_dir.iterdir() if p.is_dir())
+        if chroma_host is None and chroma_dir.is_dir()
+        else 0
+    )
+    if not (folders or temporary or segments > 1):
+        return
+    with contextlib.suppress(Exception):
+        client = chroma_client(data_dir, chroma_host, chroma_port)
+        remove_leftovers(client, data_dir, live, embedded=chroma_host is None)
 
 
 def _embed_sentences(
@@ -399,7 +572,7 @@ def _embed_sentences(
             if c.id in found and len(found[c.id]) == len(sentence_units(c))
         }
     todo = [c for c in kept_chunks if c.id not in found] + new_chunks
-    texts = [(c.id, t) for c in todo for t in sentence_texts(c)]
+    texts = [(c.id, t) for c in todo for t in sentence_texts(_for_model(c))]
     parts: dict[str, list[np.ndarray]] = {}
     with _progress(None, len(texts), "Embedder setninger", progress) as bar:
         for start in range(0, len(texts), EMBED_BATCH):

@@ -2,7 +2,9 @@
 
 Every ingest that changes something writes a new *generation* (collection + lexical folder) next to
 the current one and then replaces the state file atomically; only then is the old generation
-deleted. A failed or interrupted ingest therefore leaves the previous index whole.
+deleted. A failed or interrupted ingest therefore leaves the previous index whole, and the next
+ingest removes what it left (`remove_leftovers`). A generation's folder also keeps the glossary
+and role guide it was checked with, which is what a bot answering from it loads.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -25,6 +30,10 @@ from ingest.split import sentence_units
 STATE_FILE = "index.json"
 SENTENCES_FILE = "sentences.npz"
 STATE_VERSION = 1
+GUIDE_DIR = "guide"  # in a generation's folder: the glossary and role guide it was checked with
+LOCK_FILE = ".ingest.lock"
+COLLECTION_PREFIX = "styringsbot-"
+LEXICAL_PREFIX = "lexical-g"
 
 
 class IndexStoreError(Exception):
@@ -67,11 +76,11 @@ class IndexState:
 
     @property
     def collection_name(self) -> str:
-        return f"styringsbot-{self.index_id}-g{self.generation}"
+        return f"{COLLECTION_PREFIX}{self.index_id}-g{self.generation}"
 
     @property
     def lexical_dirname(self) -> str:
-        return f"lexical-g{self.generation}"
+        return f"{LEXICAL_PREFIX}{self.generation}"
 
     @classmethod
     def read(cls, data_dir: Path) -> IndexState | None:
@@ -137,9 +146,15 @@ def write_generation(
     chunks: list[Chunk],
     vectors: np.ndarray,
     sentence_vectors: dict[str, np.ndarray] | None = None,
+    guide_files: Mapping[str, bytes] | None = None,
 ) -> None:
     """Write chunks and their vectors as generation `state.generation` (collection + lexical,
-    plus the vectors of each chunk's sentences)."""
+    plus the vectors of each chunk's sentences, and the guide files it goes with).
+
+    The generation must not be published yet: whatever an interrupted earlier attempt left under
+    its name (a collection, a folder) is replaced."""
+    with contextlib.suppress(Exception):  # a leftover of an ingest that was killed half-way
+        client.delete_collection(state.collection_name)
     collection = client.create_collection(
         state.collection_name,
         configuration={"hnsw": {"space": "cosine"}},
@@ -165,6 +180,137 @@ def write_generation(
             handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
     if sentence_vectors is not None:
         _write_sentences(folder, chunks, sentence_vectors, vectors.shape[1])
+    if guide_files is not None:
+        (folder / GUIDE_DIR).mkdir()
+        for name, content in guide_files.items():
+            (folder / GUIDE_DIR / name).write_bytes(content)
+
+
+def guide_files_of(data_dir: Path, state: IndexState) -> dict[str, bytes] | None:
+    """The guide files kept with a generation; None for a generation written before they were
+    kept (its guide is read from the knowledge folder)."""
+    folder = data_dir / state.lexical_dirname / GUIDE_DIR
+    if not folder.is_dir():
+        return None
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def verify_generation(client: Any, data_dir: Path, state: IndexState, chunks: int) -> None:
+    """Raise unless generation `state` is whole: a collection of `chunks` vectors and a lexical
+    folder of as many chunks (what serving it will open)."""
+    stored = client.get_collection(state.collection_name, embedding_function=None).count()
+    written = len(read_chunks(data_dir, state))
+    if stored != chunks or written != chunks:
+        raise IndexStoreError(
+            f"generasjon {state.generation} har {stored} vektorer og {written} tekstbiter, "
+            f"ikke {chunks}"
+        )
+
+
+@contextlib.contextmanager
+def ingest_lock(data_dir: Path) -> Iterator[None]:
+    """One ingest at a time per data dir: a second one gets IndexStoreError at once (it would
+    write the same generation, and tidying up after one would remove the other's work)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = (data_dir / LOCK_FILE).open("a")
+    except OSError:  # a data dir this user cannot write: writing the index will say so
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise IndexStoreError(
+                f"En annen ingest skriver allerede til {data_dir}; vent til den er ferdig og "
+                "prøv igjen."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_leftovers(
+    client: Any | None, data_dir: Path, live: IndexState | None, embedded: bool
+) -> None:
+    """Remove every part of an index generation that is not `live` (the published one, or none):
+    the previous generation, and what an interrupted ingest left behind — collections, lexical
+    folders, half-written state files and, in the embedded database, the vector-segment folders
+    Chroma leaves on disk when it deletes a collection. Call it only under `ingest_lock`.
+
+    With a Chroma server (not `embedded`) only this index's own collections are touched."""
+    keep_folder = live.lexical_dirname if live else None
+    for path in data_dir.glob(f"{LEXICAL_PREFIX}*"):
+        if path.name != keep_folder and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+    for path in data_dir.glob(".index-*.json"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    if client is None:
+        return
+    if embedded:
+        ours = COLLECTION_PREFIX  # the data dir's own database: every index collection in it
+    elif live is not None:
+        ours = f"{COLLECTION_PREFIX}{live.index_id}-g"
+    else:
+        return  # a server may hold other indexes' collections: nothing here says which are ours
+    keep = live.collection_name if live else None
+    try:
+        names = [c.name for c in client.list_collections()]
+    except Exception:
+        names = []
+    for name in names:
+        if name != keep and name.startswith(ours):
+            with contextlib.suppress(Exception):
+                client.delete_collection(name)
+    if embedded:
+        remove_unused_segments(data_dir / "chroma", client, keep)
+
+
+def remove_unused_segments(chroma_dir: Path, client: Any, live_collection: str | None) -> list[str]:
+    """Delete the folders of vector segments no collection uses; the names of those removed.
+
+    Chroma (1.x, embedded) keeps each collection's HNSW index in a folder named after the
+    collection's vector segment id in the persist directory, and its sysdb lists every segment
+    of every existing collection in the `segments` table of chroma.sqlite3. Deleting a
+    collection removes its rows but leaves the folder. A UUID-named folder whose name is not a
+    segment id is therefore left over. Nothing is removed unless that table can be read and
+    lists the live collection's segments (the check that the schema is what this expects)."""
+    database = chroma_dir / "chroma.sqlite3"
+    if not database.is_file():
+        return []
+    try:
+        live_id = (
+            str(client.get_collection(live_collection, embedding_function=None).id)
+            if live_collection
+            else None
+        )
+        uri = f"file:{quote(str(database))}?mode=ro"
+        connection = sqlite3.connect(uri, uri=True, timeout=10)
+        try:
+            rows = connection.execute("SELECT id, collection FROM segments").fetchall()
+        finally:
+            connection.close()
+    except Exception:
+        return []  # cannot tell what is in use: remove nothing
+    used = {str(segment) for segment, _ in rows}
+    if live_id is not None and live_id not in {str(owner) for _, owner in rows}:
+        return []
+    removed = []
+    for path in chroma_dir.iterdir():
+        if path.name in used or not path.is_dir() or path.is_symlink():
+            continue
+        if not _is_uuid(path.name):
+            continue  # not a segment folder
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
 
 
 def _write_sentences(
@@ -205,6 +351,13 @@ def read_sentence_vectors(
         if owner in wanted:
             found.setdefault(owner, []).append(vector)
     return {owner: np.stack(rows) for owner, rows in found.items()}
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 def lexical_text(chunk: Chunk) -> str:

@@ -106,6 +106,8 @@ def test_healthz_describes_the_index(make_server: Callable[..., Server], seed_en
     assert body["documents"] == 5
     assert body["chunks"] == len(seed_engine.index.chunks)
     assert body["embedder"] == seed_engine.embedder.id
+    assert (body["status"], body["index_problem"]) == ("ok", None)
+    assert body["generation"] == seed_engine.generation[1]
 
 
 # -- bad input ------------------------------------------------------------------------------

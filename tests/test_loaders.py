@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.loaders import LoadedFile, LoadError, is_supported, load
+from ingest.loaders import MAX_TITLE_CHARS, LoadedFile, LoadError, is_supported, load
 
 # --- PDF -------------------------------------------------------------------------------------
 
@@ -68,6 +68,22 @@ def test_pdf_without_title_metadata_has_no_title(tmp_path: Path) -> None:
     _write_pdf(path, ["Bare tekst her."])
 
     assert load(path).title is None
+
+
+def test_an_outsized_declared_title_is_shortened_at_a_word(tmp_path: Path) -> None:
+    """A title a file declares about itself cannot be refused like a manifest's; longer than a
+    title can be (it goes with every passage into the model), it is cut at a word."""
+    words = "Styringsdokument for etatsstyring og oppfølging av virksomhetene"
+    path = tmp_path / "lang-tittel.pdf"
+    _write_pdf(path, ["Innhold om styringsdialogen."], title=" ".join([words] * 40))
+
+    title = load(path).title
+
+    assert title is not None
+    assert len(title) <= MAX_TITLE_CHARS
+    assert title.endswith("…")
+    assert " ".join([words] * 40).startswith(title[:-1])
+    assert title[:-1].split()[-1] in words.split()  # no word cut in half
 
 
 # --- DOCX ------------------------------------------------------------------------------------

@@ -196,13 +196,21 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness, and what answers: the index, its size, the embedder."""
+    """Liveness, and what answers: the index, its generation and size, the embedder; and
+    "degraded" with the reason when a newer index could not be taken into use (the bot goes on
+    answering from the one it has)."""
     service = request.app[SERVICE_KEY]
     engine = service.engine
+    await service.run(
+        engine.follow_index
+    )  # a new index.json is looked at now, not at the next question
     chunks = engine.index.chunks
+    problem = getattr(engine, "index_problem", None)
     return web.json_response(
         {
-            "status": "ok",
+            "status": "degraded" if problem else "ok",
+            "index_problem": problem,
+            "generation": engine.generation[1],
             "index_loaded": True,
             "documents": len({c.source for c in chunks}),
             "chunks": len(chunks),
