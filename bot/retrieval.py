@@ -12,6 +12,7 @@ from bot.language import Lexicon
 from bot.query import AnswerType, FollowUpContext, QueryPlan, Speller
 from bot.query import plan as make_plan
 from bot.reader import Reader, ReaderModel, count_focus
+from ingest.clean import shorten
 from ingest.embeddings import Embedder
 from ingest.lexical import Analyzer
 from ingest.model import Chunk
@@ -111,13 +112,6 @@ class SearchResult:
 DENSE_CHARS = 400
 
 
-def _clip_words(text: str, limit: int) -> str:
-    """The text's first `limit` characters, cut between words."""
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0]
-
-
 class Retriever:
     """Finds the passages that answer a question; knows nothing about channels or answers."""
 
@@ -185,7 +179,7 @@ class Retriever:
             if part
         )
         lexical_text_ = " ".join(part for part in (text, expansion, translation) if part)
-        query_vector = self.embedder.embed_query(_clip_words(dense_text, DENSE_CHARS))
+        query_vector = self.embedder.embed_query(shorten(dense_text, DENSE_CHARS, mark=""))
         dense = self.index.dense(query_vector, ranking.candidates)
         sentence_scores = self.index.sentence_scores(query_vector)
         lexical_scores = self.index.lexical.scores(lexical_text_)

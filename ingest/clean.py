@@ -29,6 +29,18 @@ def strip_unsafe(text: str) -> str:
     return _UNSAFE.sub("", text)
 
 
+def shorten(text: str, limit: int, mark: str = "…") -> str:
+    """`text` in at most `limit` characters, cut at a word boundary where one is near the end."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(mark)]
+    space = cut.rfind(" ")
+    if space >= len(cut) * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:–-") + mark
+
+
 def normalize(text: str) -> str:
     """NFC, one kind of line break and bullet, no soft hyphens, no white space at line ends, no
     control or bidi-override characters."""

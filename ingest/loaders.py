@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+from ingest.clean import shorten
 from ingest.model import Page
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".docx", ".pptx", ".html", ".htm")
@@ -46,18 +47,6 @@ def load(path: Path) -> LoadedFile:
         # A file's own title (PDF metadata, first heading) cannot be refused like a manifest one.
         loaded = LoadedFile(loaded.pages, shorten(loaded.title, MAX_TITLE_CHARS))
     return loaded
-
-
-def shorten(text: str, limit: int, mark: str = "…") -> str:
-    """`text` in at most `limit` characters, cut at a word boundary where one is near the end."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - len(mark)]
-    space = cut.rfind(" ")
-    if space >= len(cut) * 2 // 3:
-        cut = cut[:space]
-    return cut.rstrip(" ,.;:–-") + mark
 
 
 def _read_text(path: Path) -> str:

@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ingest.clean import clean_pages, find_boilerplate, normalize
+from ingest.clean import clean_pages, find_boilerplate, normalize, shorten
 from ingest.embeddings import Embedder, EmbedderSpec
-from ingest.loaders import MAX_TITLE_CHARS, LoadError, is_supported, load, shorten
+from ingest.loaders import MAX_TITLE_CHARS, LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
 from ingest.split import sentence_texts, sentence_units, split_pages
