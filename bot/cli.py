@@ -365,7 +365,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _check_guide(settings: Settings) -> None:
     """Warn about glossary and role-guide quotes the index no longer holds (edited documents)."""
-    from bot.guide import Guide
+    from bot.guide import INTRO_FILE, Guide
     from ingest.store import IndexState, read_chunks
 
     guide = Guide.load(settings.knowledge_dir)
@@ -375,9 +375,9 @@ def _check_guide(settings: Settings) -> None:
     chunks = read_chunks(settings.data_dir, state)
     missing = guide.missing_quotes([(c.source, c.text) for c in chunks])
     for label in missing:
+        file = INTRO_FILE if label.startswith(INTRO_FILE) else "glossary.yaml/roles.yaml"
         print(
-            f"Advarsel: sitatet for {label} finnes ikke i indeksen; rett sitatet i "
-            "glossary.yaml/roles.yaml.",
+            f"Advarsel: sitatet for {label} finnes ikke i indeksen; rett sitatet i {file}.",
             file=sys.stderr,
         )
 
@@ -555,10 +555,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if local and not any((settings.data_dir / f).exists() for f in (FILE_NAME, OLD_FEEDBACK_FILE)):
         print("Ingen tilbakemeldinger eller ubesvarte spørsmål er lagret ennå.")
         return 0
+    course = _report_course(settings)
     store = Store.open(settings.database_url, settings.data_dir)
     try:
         found = gaps(store)
         counts = store.counts()
+        figures = store.course_figures(course.id if course else "intro")
     finally:
         store.close()
     if args.json:
@@ -566,6 +568,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     up, down, abstained = (counts.get(k, 0) for k in ("up", "down", "abstained"))
     print(f"Tilbakemeldinger: {up} 👍, {down} 👎. Spørsmål uten svar: {abstained}.")
+    _print_course(course, figures)
     if not found:
         print("Ingen kunnskapshull å vise.")
         return 0
@@ -583,6 +586,35 @@ def cmd_report(args: argparse.Namespace) -> int:
         for source in gap.sources:
             print(f"    svarte med {source}")
     return 0
+
+
+def _report_course(settings: Settings):  # type: ignore[no-untyped-def]
+    """The onboarding course as the knowledge folder has it (None: none, or it does not load)."""
+    from bot.guide import Guide, GuideError
+
+    try:
+        return Guide.load(settings.knowledge_dir).course
+    except GuideError:
+        return None
+
+
+def _print_course(course, figures) -> None:  # type: ignore[no-untyped-def]
+    """How many started and finished the course, and the check questions most often answered
+    wrongly (a sign that a lesson or a document is unclear)."""
+    if not figures.started and not figures.answers:
+        return
+    print(f"Kom i gang-kurset: {figures.started} startet, {figures.finished} fullførte.")
+    wrong = sorted(
+        ((w, n, step) for step, (n, w) in figures.answers.items() if w),
+        key=lambda x: (-x[0] / x[1], -x[1], x[2]),
+    )
+    if not wrong:
+        return
+    print("Kontrollspørsmål oftest besvart feil (første svar):")
+    questions = {s.id: s.question for s in course.steps} if course else {}
+    for w, n, step in wrong[:5]:
+        question = questions.get(step, "")
+        print(f"  • {w} av {n} feil – steg «{step}»" + (f": {question}" if question else ""))
 
 
 def cmd_teams_package(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Literal
 from bot.messages import HELP_INTRO, Messages, say
 
 CommandName = Literal[
-    "ask", "start", "help", "new", "source", "feedback", "quit", "unknown", "empty"
+    "ask", "start", "help", "intro", "new", "source", "feedback", "quit", "unknown", "empty"
 ]
 Channel = Literal["telegram", "teams", "terminal", "http"]
 
@@ -40,6 +40,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "help",
         {"nb": "Hva jeg kan svare på, og hvordan", "en": "What I can answer, and how"},
         aliases=("help",),
+        bare=True,
+    ),
+    CommandSpec(
+        "intro",
+        "intro",
+        {
+            "nb": "Kom i gang: et kort kurs i styringssystemet",
+            "en": "Get started: a short course on the governance system",
+        },
+        aliases=("kurs", "course"),
         bare=True,
     ),
     CommandSpec(
@@ -104,6 +114,11 @@ class Command:
 
 # Typed without a slash, e.g. in Teams: "kilde 2", "vis kilde 2", "hjelp", "ny samtale".
 _BARE_SOURCE = re.compile(r"^(?:vis\s+|show\s+)?(?:kilde|source)(?:\s+(\d+))?[.!]?$", re.IGNORECASE)
+_BARE_INTRO = re.compile(
+    r"^(?:intro|kurs|course|kom i gang|get started)(?:\s+(på nytt|fra start(?:en)?|restart|"
+    r"again|en|english|nb|norsk))?[.!]?$",
+    re.IGNORECASE,
+)
 _BARE_COMMAND = re.compile(
     r"^(hjelp|help|ny|new|ny samtale|new conversation)[.!?]?$", re.IGNORECASE
 )
@@ -122,6 +137,8 @@ def parse_command(text: str, channel: str | None = None) -> Command:
         if spec is None or (channel in ALL and channel not in spec.channels):
             return Command("unknown", head)
         return Command(spec.name, spec.value or rest.strip())
+    if match := _BARE_INTRO.match(text):
+        return Command("intro", (match.group(1) or "").lower())
     if match := _BARE_SOURCE.match(text):
         return Command("source", match.group(1) or "")
     if match := _BARE_COMMAND.match(text):

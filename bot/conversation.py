@@ -20,19 +20,20 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from bot import messages
-from bot.answer import Answer, Citation
+from bot.answer import Answer, Citation, Statement
 from bot.commands import command, help_text, parse_command
+from bot.intro import Course, Lesson, Step, Verdict
 from bot.language import detect
 from bot.messages import Messages, say
 from bot.privacy import mask
 from bot.query import FollowUpContext
-from bot.store import Kind, Store, StoredTurn
+from bot.store import Kind, Progress, Store, StoredTurn
 from ingest.lexical import tokenize
 
 if TYPE_CHECKING:
@@ -106,7 +107,24 @@ class NotText:
     """A sticker, a photo, a file: nothing to read."""
 
 
-Incoming = str | Question | Vote | ShowSource | Welcome | NotText
+@dataclass(frozen=True)
+class Intro:
+    """Start the onboarding course, or resume it where the chat left it ("/intro", a button);
+    `restart` goes back to its first step. `language` None: the chat's own."""
+
+    restart: bool = False
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Choose:
+    """An answer to a course step's check question (a button, or its number typed)."""
+
+    step: str
+    choice: int  # 1-based
+
+
+Incoming = str | Question | Vote | ShowSource | Welcome | NotText | Intro | Choose
 
 
 class ReplyKind(StrEnum):
@@ -115,6 +133,7 @@ class ReplyKind(StrEnum):
     HELP = "help"
     WELCOME = "welcome"
     NEW = "new"
+    LESSON = "lesson"  # a course step, and/or the verdict on the previous step's check
     FEEDBACK = "feedback"
     RATE_LIMITED = "rate_limited"
     REFUSED = "refused"
@@ -137,7 +156,9 @@ class Reply:
     """What a channel shows for one incoming message; renderers draw it.
 
     `text` is the sentence(s) of every reply but an answer or a source view. `problem` names what
-    was wrong with a refused question ("empty", "too_long", …), for the HTTP status.
+    was wrong with a refused question ("empty", "too_long", …), for the HTTP status. A course
+    reply has the verdict on the check just answered and/or the next lesson, `text` before them
+    (a welcome back) or after (the course is done). `course_steps`: a welcome offers the course.
     """
 
     kind: ReplyKind
@@ -149,6 +170,9 @@ class Reply:
     helpful: bool | None = None
     retry_after: float | None = None
     problem: str = ""
+    lesson: Lesson | None = None
+    verdict: Verdict | None = None
+    course_steps: int = 0
 
 
 class ServiceError(Exception):
@@ -241,8 +265,7 @@ class ConversationService:
         """Read one message or action and answer it. Never raises for what a user sends."""
         self._purge_now_and_then()
         if isinstance(incoming, Welcome):
-            text = f"{say(messages.WELCOME, 'nb')}\n\n{help_text('nb', channel)}"
-            return Reply(ReplyKind.WELCOME, "nb", text)
+            return self._welcome(channel)
         if isinstance(incoming, NotText):
             return Reply(ReplyKind.NOT_TEXT, "nb", say(messages.NOT_TEXT, "nb"))
         try:
@@ -252,6 +275,10 @@ class ConversationService:
                 return self._source(chat, incoming.n, incoming.turn, channel)
             if isinstance(incoming, Question):
                 return self._question(chat, user, incoming.text, channel)
+            if isinstance(incoming, Intro):
+                return self._intro(chat, incoming, channel)
+            if isinstance(incoming, Choose):
+                return self._choose(chat, incoming, channel)
             return self._message(chat, user, incoming, channel)
         except ServiceError as exc:
             return Reply(ReplyKind.ERROR, exc.language, str(exc), problem=exc.problem)
@@ -272,6 +299,13 @@ class ConversationService:
             return self.handle(chat, user, Welcome(), channel)
         if parsed.name == "help":
             return Reply(ReplyKind.HELP, language, help_text(language, channel))
+        if parsed.name == "intro":
+            return self._intro(chat, _intro_asked(text, parsed.argument), channel)
+        if parsed.name == "ask" and chat is not None and (chosen := _CHOICE.match(text)):
+            # "2" while a check question waits for its answer is that answer
+            waiting = self._waiting_step(chat)
+            if waiting is not None:
+                return self._choose(chat, Choose(waiting, int(chosen.group(1))), channel)
         if parsed.name == "new":
             if chat is not None:
                 self.store.forget(chat)
@@ -307,6 +341,212 @@ class ConversationService:
                 return Reply(ReplyKind.RATE_LIMITED, language, text_, retry_after=wait)
         turn = self.ask(chat, text, channel)
         return Reply(ReplyKind.ANSWER, turn.answer.language, answer=turn.answer, turn_id=turn.id)
+
+    # -- the onboarding course ---------------------------------------------------------------
+
+    def _welcome(self, channel: str) -> Reply:
+        """Hello, what the bot does, and (when there is one) the course on offer."""
+        parts = [say(messages.WELCOME, "nb")]
+        course = self._course()
+        if course is not None:
+            intro = command("intro", channel)
+            steps = len(course.steps)
+            parts.append(say(messages.COURSE_INVITE, "nb", intro=intro, steps=steps))
+        parts.append(help_text("nb", channel))
+        steps = len(course.steps) if course is not None else 0
+        return Reply(ReplyKind.WELCOME, "nb", "\n\n".join(parts), course_steps=steps)
+
+    def _course(self) -> Course | None:
+        return getattr(self.engine, "course", None)
+
+    def _waiting_step(self, chat: str) -> str | None:
+        """The step whose check question this chat was shown last and has not answered, as
+        long as nothing else was said since."""
+        progress = self.store.progress(chat)
+        if progress is None or progress.answered or progress.turn is None:
+            return None
+        last = self.store.last_turn(chat)
+        return progress.step if last is not None and last.id == progress.turn else None
+
+    def _intro(self, chat: str | None, asked: Intro, channel: str) -> Reply:
+        """Start the course, resume it where this chat left it, or start it over."""
+        course = self._course()
+        progress = self.store.progress(chat) if chat is not None else None
+        last = self.store.last_turn(chat) if chat is not None else None
+        language = (
+            asked.language
+            or (progress.language if progress else None)
+            or (last.answer.get("language") if last else None)
+            or "nb"
+        )
+        if course is None:
+            raise ServiceError(messages.COURSE_MISSING, language, "no_course")
+        if chat is None:
+            raise ServiceError(messages.COURSE_NEEDS_CONVERSATION, language, "no_conversation")
+        now = self.clock()
+        total = len(course.steps)
+        ours = progress if progress is not None and progress.course == course.id else None
+        if ours is None or asked.restart or ours.position >= total:
+            if progress is None:
+                self.store.course_event(course.id, "started")
+            fresh = Progress(
+                chat,
+                course.id,
+                course.steps[0].id,
+                0,
+                None,
+                False,
+                0,
+                language,
+                now,
+                now,
+                progress.finished if progress is not None else None,
+            )
+            if ours is None:
+                intro = command("intro", channel)
+                lead = say(
+                    messages.COURSE_START,
+                    language,
+                    title=course.say_title(language),
+                    steps=total,
+                    intro=intro,
+                )
+            else:
+                lead = say(messages.COURSE_AGAIN, language)
+            return self._show(fresh, course, 0, lead, channel)
+        position = course.position(ours.step)
+        if position is None:  # the course was edited and the step is gone: the same place
+            position = min(ours.position, total - 1)
+        restart = f"{command('intro', channel)} {'restart' if language == 'en' else 'på nytt'}"
+        lead = say(
+            messages.COURSE_RESUME, language, number=position + 1, total=total, restart=restart
+        )
+        return self._show(replace(ours, language=language), course, position, lead, channel)
+
+    def _show(
+        self,
+        progress: Progress,
+        course: Course,
+        position: int,
+        text: str,
+        channel: str,
+        verdict: Verdict | None = None,
+    ) -> Reply:
+        """Show one step (kept as a turn of the conversation, so "kilde 2" shows its passage
+        and a follow-up builds on it) and remember that the chat is there."""
+        step = course.steps[position]
+        language = progress.language
+        citations, _ = self.engine.cited(step.cites)
+        title = step.say("title", language)
+        answer = Answer(
+            question=title,
+            language=language,
+            abstained=False,
+            statements=[Statement(step.say("text", language), tuple(c.n for c in citations))],
+            citations=citations,
+            topic=title,
+        )
+        now = self.clock()
+        turn_id = uuid.uuid4().hex[:12]
+        state = answer.to_state()
+        chat = progress.chat
+        self.store.add_turn(StoredTurn(turn_id, chat, now, title, state, None), keep=HISTORY_TURNS)
+        self.store.save_progress(
+            replace(
+                progress,
+                step=step.id,
+                position=position,
+                turn=turn_id,
+                answered=False,
+                updated=now,
+            )
+        )
+        lesson = Lesson(
+            course=course.say_title(language),
+            step=step.id,
+            number=position + 1,
+            total=len(course.steps),
+            title=title,
+            text=step.say("text", language),
+            citations=tuple(citations),
+            question=step.say("question", language),
+            choices=tuple(c.say(language) for c in step.choices),
+            language=language,
+            turn_id=turn_id,
+        )
+        return Reply(
+            ReplyKind.LESSON, language, text, turn_id=turn_id, lesson=lesson, verdict=verdict
+        )
+
+    def _choose(self, chat: str | None, chosen: Choose, channel: str) -> Reply:
+        """The verdict on a check answer, then the next step (or the course's end)."""
+        course = self._course()
+        progress = self.store.progress(chat) if chat is not None else None
+        language = progress.language if progress is not None else "nb"
+        if course is None:
+            raise ServiceError(messages.COURSE_MISSING, language, "no_course")
+        if chat is None:
+            raise ServiceError(messages.COURSE_NEEDS_CONVERSATION, language, "no_conversation")
+        position = course.position(chosen.step)
+        if position is None:
+            template = _message(messages.COURSE_STEP_GONE, intro=command("intro", channel))
+            raise ServiceError(template, language, "gone")
+        step = course.steps[position]
+        if not 1 <= chosen.choice <= len(step.choices):
+            template = _message(messages.COURSE_NO_SUCH_CHOICE, count=len(step.choices))
+            raise ServiceError(template, language, "no_such_choice")
+        now = self.clock()
+        if progress is None or progress.course != course.id:  # a button from before a restart
+            progress = Progress(chat, course.id, step.id, position, None, False, 0, language,
+                                now, now, None)  # fmt: skip
+            self.store.course_event(course.id, "started")
+        right = chosen.choice == step.right
+        current = progress.step == step.id and progress.position < len(course.steps)
+        first = current and not progress.answered
+        if first:  # the report counts each step's first answer, not a second try
+            self.store.course_event(course.id, "answered", step.id, chosen.choice, right)
+        verdict = self._verdict(step, chosen.choice, language, progress.turn if current else None)
+        score = progress.right + int(right and first)
+        following = position + 1
+        if following < len(course.steps):
+            return self._show(
+                replace(progress, right=score), course, following, "", channel, verdict
+            )
+        finished = progress.finished
+        if finished is None:
+            finished = now
+            self.store.course_event(course.id, "finished")
+        self.store.save_progress(
+            replace(
+                progress,
+                step=step.id,
+                position=len(course.steps),
+                answered=True,
+                right=score,
+                updated=now,
+                finished=finished,
+            )
+        )
+        restart = f"{command('intro', channel)} {'restart' if language == 'en' else 'på nytt'}"
+        total = len(course.steps)
+        text = say(messages.COURSE_DONE, language, right=score, total=total, restart=restart)
+        return Reply(ReplyKind.LESSON, language, text, verdict=verdict, turn_id=verdict.turn_id)
+
+    def _verdict(self, step: Step, choice: int, language: str, turn: str | None) -> Verdict:
+        citations, numbers = self.engine.cited(step.cites)
+        number = numbers.get(step.explained_by())
+        citation = next((c for c in citations if c.n == number), None)
+        return Verdict(
+            step=step.id,
+            right=choice == step.right,
+            chosen=choice,
+            answer=step.right,
+            answer_text=step.choices[step.right - 1].say(language),
+            explanation=step.say("explanation", language),
+            citation=citation,
+            language=language,
+            turn_id=turn,
+        )
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -494,7 +734,26 @@ class ConversationService:
 
 def _english_command(text: str) -> bool:
     word = text.strip().lstrip("/").split(" ", 1)[0].split("@", 1)[0].lower()
-    return word in ("help", "new", "source", "good", "bad", "quit", "exit")
+    if word in ("help", "new", "source", "good", "bad", "quit", "exit", "course", "get"):
+        return True
+    return word in ("intro", "kurs") and _intro_asked(text, "").language == "en"
+
+
+_CHOICE = re.compile(r"^\s*([1-9])\s*[.)]?\s*$")  # "2", "2.", "2)"
+
+
+def _intro_asked(text: str, argument: str) -> Intro:
+    """What "/intro", "intro på nytt", "get started", "/course restart" … asks for."""
+    words = text.casefold().lstrip("/").split()
+    argument = argument.casefold().strip()
+    english = (words[:1] == ["course"] or words[:2] == ["get", "started"]) or argument in (
+        "en", "english", "restart", "again"
+    )  # fmt: skip
+    norwegian = words[:3] == ["kom", "i", "gang"] or words[:1] == ["kurs"]
+    norwegian = norwegian or argument in ("nb", "norsk", "på nytt", "fra start", "fra starten")
+    language = "en" if english else "nb" if norwegian else None
+    restart = argument in ("på nytt", "fra start", "fra starten", "restart", "again")
+    return Intro(restart=restart, language=language)
 
 
 def _context_state(context: FollowUpContext | None) -> dict[str, object] | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.abstention import AbstentionModel
-from bot.answer import Answer, Answerer
+from bot.answer import Answer, Answerer, Citation
 from bot.config import Settings
-from bot.guide import Guide
+from bot.guide import Cite, Guide
 from bot.query import FollowUpContext, QueryPlan
 from bot.reader import Reader, ReaderModel, Reading
 from bot.retrieval import Retriever, SearchResult
@@ -20,6 +20,7 @@ from ingest.embeddings import Embedder, shared
 from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, guide_files_of
 
 if TYPE_CHECKING:
+    from bot.intro import Course
     from ingest.pipeline import SyncReport
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,40 @@ class Engine:
     @property
     def answerer(self) -> Answerer:
         return self._core.answerer
+
+    @property
+    def course(self) -> Course | None:
+        """The onboarding course kept with the index generation in use (None: there is none)."""
+        return self._core.retriever.guide.course
+
+    def cited(self, cites: Sequence[Cite]) -> tuple[list[Citation], dict[Cite, int]]:
+        """The indexed passages that hold these quotes, as citations numbered from 1 (one for
+        each passage, quoting every one of the quotes it holds), and which number each quote
+        got. A quote the index does not hold is left out (ingest warned about it)."""
+        core = self._core
+        chunks = core.index.chunks
+        numbers: dict[Cite, int] = {}
+        by_chunk: dict[int, list[Cite]] = {}
+        for cite in cites:
+            position = core.retriever.locate(cite)
+            if position is not None:
+                by_chunk.setdefault(position, []).append(cite)
+        citations = []
+        for n, (position, held) in enumerate(by_chunk.items(), 1):
+            chunk = chunks[position]
+            citations.append(
+                Citation(
+                    n=n,
+                    title=chunk.title,
+                    source=chunk.source,
+                    location=chunk.location,
+                    text=chunk.text,
+                    quote=" … ".join(c.quote for c in held),
+                    chunk_id=chunk.id,
+                )
+            )
+            numbers.update(dict.fromkeys(held, n))
+        return citations, numbers
 
     @property
     def generation(self) -> tuple[str, int]:

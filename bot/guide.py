@@ -14,13 +14,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.clean import fold as normalize
 
+if TYPE_CHECKING:
+    from bot.intro import Course
+
 GLOSSARY_FILE = "glossary.yaml"
 ROLES_FILE = "roles.yaml"
-GUIDE_FILES = (GLOSSARY_FILE, ROLES_FILE)
+INTRO_FILE = "intro.yaml"  # the onboarding course (bot/intro.py), checked and kept the same way
+GUIDE_FILES = (GLOSSARY_FILE, ROLES_FILE, INTRO_FILE)
 
 # What a question asks about a card: cue words per field (Norwegian and English), most specific
 # first. Shown to the user under these labels.
@@ -175,6 +179,7 @@ class Guide:
     terms: list[Term] = field(default_factory=list)
     cards: list[Card] = field(default_factory=list)
     criteria: list[Criterion] = field(default_factory=list)
+    course: Course | None = None  # the onboarding course, when the folder has one
 
     def __post_init__(self) -> None:
         self._compile()
@@ -203,6 +208,11 @@ class Guide:
                 )
                 for number, item in enumerate(_list(roles, "criteria"), 1)
             ]
+        intro = _parse_yaml(INTRO_FILE, files.get(INTRO_FILE))
+        if intro is not None:
+            from bot.intro import Course
+
+            guide.course = Course.from_data(intro)
         guide._compile()
         return guide
 
@@ -214,6 +224,8 @@ class Guide:
                 found.extend((f"{card.name}: {name}", c) for c in card_field.cites)
         for number, criterion in enumerate(self.criteria, 1):
             found.extend((f"criterion {number}", c) for c in criterion.cites)
+        if self.course is not None:
+            found.extend(self.course.cites())
         return found
 
     def locate(self, passages: list[tuple[str, str]]) -> dict[Cite, int]:

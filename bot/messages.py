@@ -181,3 +181,77 @@ GONE: Messages = {
     "en": "That answer is no longer in the conversation (it was started afresh, or the answer is "
     "too old); please ask again.",
 }
+
+# -- the onboarding course ("Kom i gang", /intro) ---------------------------------------------
+
+COURSE_INVITE: Messages = {
+    "nb": "Ny i Oslo kommune? {intro} gir deg et kort kurs i styringssystemet: {steps} steg, "
+    "under ti minutter.",
+    "en": "New in Oslo kommune? {intro} gives you a short course on the governance system: "
+    "{steps} steps, under ten minutes.",
+}
+COURSE_START: Messages = {
+    "nb": "{title}: {steps} korte steg, hvert med et kontrollspørsmål. Du kan når som helst "
+    "stille et vanlig spørsmål; {intro} tar deg tilbake hit.",
+    "en": "{title}: {steps} short steps, each with a check question. You can ask an ordinary "
+    "question at any time; {intro} brings you back here. The sources are quoted in Norwegian.",
+}
+COURSE_RESUME: Messages = {
+    "nb": "Velkommen tilbake! Du fortsetter på steg {number} av {total} («{restart}» starter "
+    "forfra).",
+    "en": "Welcome back! You continue at step {number} of {total} (“{restart}” starts over).",
+}
+COURSE_AGAIN: Messages = {
+    "nb": "Vi begynner på nytt fra første steg.",
+    "en": "Starting over from the first step.",
+}
+COURSE_DONE: Messages = {
+    "nb": "Ferdig! Du svarte riktig på {right} av {total} kontrollspørsmål. Nå kan du spørre meg "
+    "om det du lurer på om styring og roller; {restart} tar kurset på nytt.",
+    "en": "Done! You answered {right} of {total} check questions right. Now ask me anything you "
+    "wonder about governance and roles; {restart} takes the course again.",
+}
+COURSE_MISSING: Messages = {
+    "nb": "Det er ikke lagt inn noe kurs (intro.yaml i kunnskapsmappen); spør meg direkte i "
+    "stedet.",
+    "en": "No course has been set up (intro.yaml in the knowledge folder); ask me directly "
+    "instead.",
+}
+COURSE_STEP_GONE: Messages = {
+    "nb": "Det steget finnes ikke lenger i kurset; {intro} fortsetter der du er.",
+    "en": "That step is no longer in the course; {intro} continues where you are.",
+}
+COURSE_NO_SUCH_CHOICE: Messages = {
+    "nb": "Velg et svar fra 1 til {count}.",
+    "en": "Choose an answer from 1 to {count}.",
+}
+COURSE_NEEDS_CONVERSATION: Messages = {
+    "nb": "Kurset husker hvor du er per samtale; oppgi en samtale-id.",
+    "en": "The course remembers where you are per conversation; give a conversation id.",
+}
+COURSE_LABELS: dict[str, dict[str, str]] = {
+    "nb": {
+        "step": "{course} · steg {number} av {total}",
+        "check": "Kontrollspørsmål:",
+        "choose": "Svar med {numbers}.",
+        "right": "✅ Riktig!",
+        "wrong": "❌ Ikke helt. Riktig svar er {answer}: «{text}»",
+        "start": "▶ Kom i gang",
+        "read": "Les mer i {where}",
+        "passage": "Vis kilden",
+    },
+    "en": {
+        "step": "{course} · step {number} of {total}",
+        "check": "Check question:",
+        "choose": "Answer with {numbers}.",
+        "right": "✅ Right!",
+        "wrong": "❌ Not quite. The right answer is {answer}: “{text}”",
+        "start": "▶ Get started",
+        "read": "Read more in {where}",
+        "passage": "Show the source",
+    },
+}
+
+
+def course_labels(language: str) -> dict[str, str]:
+    return COURSE_LABELS.get(language, COURSE_LABELS["nb"])

@@ -1,9 +1,10 @@
 """Everything a user relies on between messages, in one store that survives a restart.
 
 Conversations (each chat's recent turns, with their answers, citations and ids), feedback and
-the knowledge-gap log, and the rate-limit windows. Through SQLAlchemy: an SQLite file in the data
-dir by default, a server database (PostgreSQL) by URL (`STYRINGSBOT_DATABASE_URL`), so several
-bot processes can share one. Never stores who asked: a chat key is the channel's own id.
+the knowledge-gap log, the rate-limit windows, and where each chat is in the onboarding course.
+Through SQLAlchemy: an SQLite file in the data dir by default, a server database (PostgreSQL) by
+URL (`STYRINGSBOT_DATABASE_URL`), so several bot processes can share one. Never stores who
+asked: a chat key is the channel's own id.
 """
 
 from __future__ import annotations
@@ -82,6 +83,35 @@ rate_hits = Table(
     Column("at", Float, nullable=False),
     Index("rate_hits_key", "key", "at"),
 )
+# The onboarding course: where each chat is (kept like a conversation, deleted with old ones)…
+course_progress = Table(
+    "course_progress",
+    metadata,
+    Column("chat", String(300), primary_key=True),
+    Column("course", String(64), nullable=False),
+    Column("step", String(64), nullable=False),  # the step shown last
+    Column("position", Integer, nullable=False),  # its index, should an edit remove the step
+    Column("turn", String(32), nullable=True),  # the turn its lesson was kept as ("kilde N")
+    Column("answered", Integer, nullable=False, default=0),  # its check question answered
+    Column("right", Integer, nullable=False, default=0),  # checks answered right this round
+    Column("language", String(8), nullable=False),
+    Column("started", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("finished", Float, nullable=True),
+)
+# … and what happened in it, with no chat: the report's figures (started, finished, answers).
+course_events = Table(
+    "course_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created", String(40), nullable=False),  # ISO 8601, UTC
+    Column("course", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # started, finished, answered
+    Column("step", String(64), nullable=False, default=""),
+    Column("choice", Integer, nullable=True),
+    Column("right", Integer, nullable=True),
+    Index("course_events_kind", "course", "kind"),
+)
 meta = Table(
     "meta",
     metadata,
@@ -102,6 +132,33 @@ class StoredTurn:
     question: str
     answer: dict[str, Any]
     context: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a chat is in the onboarding course."""
+
+    chat: str
+    course: str
+    step: str
+    position: int
+    turn: str | None
+    answered: bool
+    right: int
+    language: str
+    started: float
+    updated: float
+    finished: float | None
+
+
+@dataclass(frozen=True)
+class CourseFigures:
+    """For those who run onboarding: how many started and finished, and each check question's
+    answers (step id → (answered, answered wrongly))."""
+
+    started: int
+    finished: int
+    answers: dict[str, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -245,6 +302,86 @@ class Store:
         with self._engine.connect() as db:
             return {kind: int(n) for kind, n in db.execute(query).all()}
 
+    # -- the onboarding course --------------------------------------------------------------
+
+    def progress(self, chat: str) -> Progress | None:
+        with self._engine.connect() as db:
+            row = db.execute(select(course_progress).where(course_progress.c.chat == chat)).first()
+        if row is None:
+            return None
+        return Progress(
+            row.chat,
+            row.course,
+            row.step,
+            int(row.position),
+            row.turn,
+            bool(row.answered),
+            int(row.right),
+            row.language,
+            float(row.started),
+            float(row.updated),
+            float(row.finished) if row.finished is not None else None,
+        )
+
+    def save_progress(self, progress: Progress) -> None:
+        """Insert or replace a chat's place in the course."""
+        values = {
+            "course": progress.course,
+            "step": progress.step,
+            "position": progress.position,
+            "turn": progress.turn,
+            "answered": int(progress.answered),
+            "right": progress.right,
+            "language": progress.language,
+            "started": progress.started,
+            "updated": progress.updated,
+            "finished": progress.finished,
+        }
+        with self._write, self._engine.begin() as db:
+            changed = db.execute(
+                update(course_progress)
+                .where(course_progress.c.chat == progress.chat)
+                .values(**values)
+            ).rowcount
+            if not changed:
+                db.execute(insert(course_progress).values(chat=progress.chat, **values))
+
+    def course_event(
+        self,
+        course: str,
+        kind: Literal["started", "finished", "answered"],
+        step: str = "",
+        choice: int | None = None,
+        right: bool | None = None,
+    ) -> None:
+        row = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "course": course,
+            "kind": kind,
+            "step": step,
+            "choice": choice,
+            "right": None if right is None else int(right),
+        }
+        with self._write, self._engine.begin() as db:
+            db.execute(insert(course_events).values(**row))
+
+    def course_figures(self, course: str) -> CourseFigures:
+        kinds = (
+            select(course_events.c.kind, func.count())
+            .where(course_events.c.course == course, course_events.c.kind != "answered")
+            .group_by(course_events.c.kind)
+        )
+        wrong = func.sum(1 - course_events.c.right)
+        answers = (
+            select(course_events.c.step, func.count(), wrong)
+            .where(course_events.c.course == course, course_events.c.kind == "answered")
+            .group_by(course_events.c.step)
+        )
+        with self._engine.connect() as db:
+            counts = {kind: int(n) for kind, n in db.execute(kinds).all()}
+            per_step = {step: (int(n), int(w or 0)) for step, n, w in db.execute(answers).all()}
+        return CourseFigures(counts.get("started", 0), counts.get("finished", 0), per_step)
+
     # -- rate limits ------------------------------------------------------------------------
 
     def hit(self, key: str, limit: int, seconds: float, now: float) -> float:
@@ -276,6 +413,9 @@ class Store:
         with self._write, self._engine.begin() as db:
             changed += db.execute(
                 delete(turns).where(turns.c.created < cutoff.timestamp())
+            ).rowcount
+            changed += db.execute(
+                delete(course_progress).where(course_progress.c.updated < cutoff.timestamp())
             ).rowcount
             changed += db.execute(
                 update(events)

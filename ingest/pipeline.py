@@ -76,7 +76,7 @@ class SyncReport:
     chunks: int = 0
     documents: int = 0
     rebuilt: bool = False
-    guide_changed: bool = False  # glossary.yaml/roles.yaml differ from the index's copy
+    guide_changed: bool = False  # glossary.yaml/roles.yaml/intro.yaml differ from the index's copy
     seconds: float = 0.0
 
     @property
@@ -95,7 +95,7 @@ class SyncReport:
         if self.failed:
             parts.append(f"{len(self.failed)} hoppet over")
         if self.guide_changed:
-            parts.append("ordlisten/rolleguiden oppdatert")
+            parts.append("ordlisten/rolleguiden/kurset oppdatert")
         return (
             f"Indeksen har {self.documents} dokumenter og {self.chunks} tekstbiter "
             f"({', '.join(parts)}; {self.embedded} tekstbiter embeddet på {self.seconds:.1f} s)."
@@ -279,8 +279,9 @@ def sync(
 
 
 def _checked_guide(knowledge_dir: Path) -> dict[str, bytes]:
-    """The glossary and role guide files, read once and checked as the bot will load them; the
-    new generation keeps exactly these bytes. A file that does not load stops the ingest."""
+    """The glossary, role guide and course files, read once and checked as the bot will load
+    them; the new generation keeps exactly these bytes. A file that does not load stops the
+    ingest."""
     from bot.guide import Guide, GuideError, read_guide_files
 
     try:

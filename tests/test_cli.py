@@ -662,3 +662,37 @@ def test_data_files_are_private_to_the_service_user(tmp_path: Path) -> None:
     open_ = [f"{p.relative_to(tmp_path)} {p.stat().st_mode & 0o777:o}" for p in created
              if p.stat().st_mode & 0o077]  # fmt: skip
     assert not open_
+
+
+def test_the_course_in_the_terminal_chat_resumes_in_a_new_process(
+    seed_workspace: Workspace,
+) -> None:
+    """`/intro` in `styringsbot chat`: choices typed as numbers, a question in between, the
+    process ended halfway and a new one resuming; `report` then counts the course."""
+    from bot.guide import Guide
+
+    course = Guide.load(seed_workspace.knowledge).course
+    assert course is not None
+    steps = course.steps
+    wrong = next(n for n in range(1, 4) if n != steps[0].right)
+    half = len(steps) // 2
+    first_lines = ["/intro", str(wrong)] + [str(s.right) for s in steps[1:half]]
+    first_lines += ["Hva er et fagmøte?", "/slutt"]
+    first = seed_workspace.run("chat", stdin="\n".join(first_lines) + "\n")
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    out = first.stdout
+    assert f"steg 1 av {len(steps)}" in out and "Svar med 1, 2 eller 3." in out
+    assert "❌ Ikke helt. Riktig svar er" in out and out.count("✅ Riktig!") == half - 1
+    assert f"steg {half + 1} av {len(steps)}" in out
+
+    rest = ["/intro"] + [str(s.right) for s in steps[half:]]
+    second = seed_workspace.run("chat", stdin="\n".join(rest) + "\n")
+    assert second.returncode == 0, second.stderr
+    assert f"Du fortsetter på steg {half + 1} av {len(steps)}" in second.stdout
+    assert f"Du svarte riktig på {len(steps) - 1} av {len(steps)}" in second.stdout
+
+    report = seed_workspace.run("report")
+    assert report.returncode == 0, report.stderr
+    assert "Kom i gang-kurset: 1 startet, 1 fullførte." in report.stdout
+    assert f"1 av 1 feil – steg «{steps[0].id}»: {steps[0].question}" in report.stdout

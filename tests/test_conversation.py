@@ -176,7 +176,7 @@ def test_one_table_feeds_every_menu_and_help() -> None:
     menu = [word for word, _ in telegram_menu()]
     assert set(menu) <= words and {"hjelp", "kilde", "ny", "start"} <= set(menu)
     assert all(re.fullmatch(r"[a-z0-9_]{1,32}", word) for word in menu)  # Telegram's rule
-    assert [c["title"] for c in teams_commands()] == ["hjelp", "kilde 1", "ny"]
+    assert [c["title"] for c in teams_commands()] == ["hjelp", "intro", "kilde 1", "ny"]
     teams = help_text("nb", "teams")
     assert "kilde N – Vis hele kilde N" in teams and "/kilde" not in teams
     assert "/kilde N – Vis hele kilde N" in help_text("nb", "telegram")

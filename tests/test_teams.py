@@ -811,9 +811,14 @@ def test_members_added_welcome(
 
     replies = converse(make_server(), scenario)
     if welcomed:
-        text = text_of(replies)
-        assert text == f"{messages.WELCOME['nb']}\n\n{help_text('nb', 'teams')}"
+        card = card_of(only_message(replies))
+        text = card["fallbackText"]
+        assert text.startswith(messages.WELCOME["nb"])
+        assert text.endswith(help_text("nb", "teams"))
         assert "kilde N" in text and "/kilde" not in text  # Teams users type the bare word
+        assert "«intro»" not in text and "intro gir deg et kort kurs" in text  # the course offered
+        (start,) = of_type(card, "Action.Submit")
+        assert start["data"] == {"styringsbot": {"action": "intro"}}
     else:
         assert replies == []
 
@@ -1078,7 +1083,7 @@ def test_teams_package(tmp_path: Path, in_tmp_cwd: Path, capsys: pytest.CaptureF
 def test_the_manifest_offers_the_commands_teams_users_type():
     """The command list comes from bot/commands.py, as a Teams user sends each command."""
     commands = {c["title"]: c["description"] for c in teams_commands()}
-    assert set(commands) == {"hjelp", "kilde 1", "ny"}
+    assert set(commands) == {"hjelp", "intro", "kilde 1", "ny"}
     assert all(0 < len(d) <= 128 for d in commands.values())
     assert "kilde 1" in commands["kilde 1"]
     [bot] = manifest(PackageInfo(APP_ID))["bots"]

@@ -155,7 +155,14 @@ def test_the_bot_added_to_a_chat_says_welcome(make_bot: Bot):
 
     async def scenario() -> None:
         test, adapter = flow(bot)
-        welcome = f"{messages.WELCOME['nb']}\n\n{help_text('nb', 'teams')}"
+
+        def welcome(reply: Activity) -> None:
+            card = reply.attachments[0].content
+            assert card["fallbackText"].startswith(messages.WELCOME["nb"])
+            assert card["fallbackText"].endswith(help_text("nb", "teams"))
+            actions = of_type(card, "Action.Submit")
+            assert [a["data"] for a in actions] == [{"styringsbot": {"action": "intro"}}]
+
         await (
             test.send_conversation_update([adapter.conversation.agent])
             .assert_reply(welcome)

@@ -567,7 +567,13 @@ def test_question_is_answered_in_html_with_feedback_and_source_buttons(service, 
     assert methods.index("sendChatAction") < methods.index("sendMessage")
     (menu,) = fake.called("setMyCommands")
     assert [(c["command"], c["description"]) for c in menu.params["commands"]] == telegram_menu()
-    assert [c["command"] for c in menu.params["commands"]] == ["hjelp", "kilde", "ny", "start"]
+    assert [c["command"] for c in menu.params["commands"]] == [
+        "hjelp",
+        "intro",
+        "kilde",
+        "ny",
+        "start",
+    ]
     assert fake.called("getMe") and fake.called("deleteWebhook")
 
 
@@ -735,7 +741,7 @@ def test_commands_get_polite_replies(service, settings):
 
     fake = run_bot(service, settings, scenario)
     nb_help = help_text("nb", "telegram")
-    assert replies["/start"] == f"{messages.WELCOME['nb']}\n\n{nb_help}"
+    assert replies["/start"] == welcome_text(service)
     assert replies["/hjelp"] == nb_help == replies["/hjelp@StyringsTestBot"] == replies["hjelp"]
     assert "/kilde N" in nb_help
     assert replies["/help"] == help_text("en", "telegram")
@@ -743,7 +749,16 @@ def test_commands_get_polite_replies(service, settings):
     unknown = messages.say(messages.UNKNOWN_COMMAND, "nb", help="/hjelp")
     assert replies["/foo"] == unknown == replies["/slutt"]
     assert fake.called("sendChatAction") == []
-    assert all(m.buttons == [] for m in fake.called("sendMessage"))
+    start, *others = fake.called("sendMessage")
+    assert start.buttons == [{"text": "▶ Kom i gang", "callback_data": "intro"}]  # the course
+    assert all(m.buttons == [] for m in others)
+
+
+def welcome_text(service: ConversationService) -> str:
+    """Hello, the course on offer, and the help: what /start and being added to a group say."""
+    steps = len(service.engine.course.steps)
+    invite = messages.say(messages.COURSE_INVITE, "nb", intro="/intro", steps=steps)
+    return f"{messages.WELCOME['nb']}\n\n{invite}\n\n{help_text('nb', 'telegram')}"
 
 
 def test_markup_in_questions_is_shown_as_text_never_as_markup(service, settings):
@@ -905,7 +920,8 @@ def test_the_bot_says_hello_when_added_to_a_group(service, settings):
 
     run_bot(service, settings, scenario)
     hello = seen["hello"]
-    assert visible_text(hello.text) == f"{messages.WELCOME['nb']}\n\n{help_text('nb', 'telegram')}"
+    assert visible_text(hello.text) == welcome_text(service)
+    assert [b["callback_data"] for b in hello.buttons] == ["intro"]
     assert "reply_parameters" not in hello.params
 
 

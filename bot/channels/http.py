@@ -1,7 +1,8 @@
 """The HTTP server: the HTTP API, health checks, and Teams' `POST /api/messages`.
 
 `styringsbot serve` runs it. `POST /api/ask` returns the same object as `styringsbot ask --json`
-(plus the turn's id in a conversation); `POST /api/feedback` takes 👍/👎 on such an answer.
+(plus the turn's id in a conversation); `POST /api/feedback` takes 👍/👎 on such an answer;
+`POST /api/intro` runs the onboarding course for a conversation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpPr
 from aiohttp.web_protocol import RequestPayloadError
 
 from bot.config import Settings
-from bot.conversation import ConversationService, Question, Reply, ReplyKind, Vote
+from bot.conversation import (
+    Choose,
+    ConversationService,
+    Intro,
+    Question,
+    Reply,
+    ReplyKind,
+    Vote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 TEAMS_STATUS_KEY = web.AppKey("teams_status", str)
 CHANNEL = "http"
 # What was wrong with a refused question → the HTTP status that says so.
-STATUS = {"too_long": 413, "gone": 404}
+STATUS = {"too_long": 413, "gone": 404, "no_course": 404}
 
 
 def _dumps(value: Any) -> str:
@@ -175,6 +184,45 @@ async def feedback(request: web.Request) -> web.Response:
     return web.json_response({"thanks": reply.text}, dumps=_dumps)
 
 
+async def intro(request: web.Request) -> web.Response:
+    """The onboarding course for one conversation. `{"conversation_id": str}` starts it or
+    resumes it where the conversation left it (`"restart": true` from the first step, `"language":
+    "en"` in English); with `"answer": {"step": str, "choice": int}` it answers a step's check
+    question. → `{"text", "verdict", "lesson", "finished", "turn_id"}`."""
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    chat = _conversation(body)
+    if isinstance(chat, web.Response):
+        return chat
+    answer, restart, language = body.get("answer"), body.get("restart", False), body.get("language")
+    incoming: Intro | Choose
+    if chat is None:
+        return _error(400, 'Send a "conversation_id": the course remembers where each one is.')
+    if answer is not None:
+        step = answer.get("step") if isinstance(answer, dict) else None
+        choice = answer.get("choice") if isinstance(answer, dict) else None
+        if not isinstance(step, str) or type(choice) is not int:
+            return _error(400, 'Send "answer" as {"step": str, "choice": the number chosen}.')
+        incoming = Choose(step[:64], choice)
+    elif not isinstance(restart, bool) or language not in (None, "nb", "en"):
+        return _error(400, '"restart" must be true or false, and "language" "nb" or "en".')
+    else:
+        incoming = Intro(restart=restart, language=language)
+    service = request.app[SERVICE_KEY]
+    reply = await service.reply(chat, None, incoming, CHANNEL)
+    if reply.kind is not ReplyKind.LESSON:
+        return _refused(reply)
+    data = {
+        "text": reply.text,
+        "verdict": reply.verdict.to_dict() if reply.verdict else None,
+        "lesson": reply.lesson.to_dict() if reply.lesson else None,
+        "finished": reply.lesson is None,
+        "turn_id": reply.turn_id,
+    }
+    return web.json_response(data, dumps=_dumps)
+
+
 def _refused(reply: Reply) -> web.Response:
     return _error(STATUS.get(reply.problem, 400), reply.text)
 
@@ -291,6 +339,7 @@ def create_app(service: ConversationService, settings: Settings) -> web.Applicat
     app[SETTINGS_KEY] = settings
     app.router.add_post("/api/ask", ask)
     app.router.add_post("/api/feedback", feedback)
+    app.router.add_post("/api/intro", intro)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[TEAMS_STATUS_KEY] = add_teams_routes(app, service, settings)

@@ -65,7 +65,17 @@ from yarl import URL
 from bot import messages
 from bot.channels import ChannelConfigError
 from bot.config import Settings
-from bot.conversation import ConversationService, Incoming, NotText, Reply, ReplyKind, Vote, Welcome
+from bot.conversation import (
+    Choose,
+    ConversationService,
+    Incoming,
+    Intro,
+    NotText,
+    Reply,
+    ReplyKind,
+    Vote,
+    Welcome,
+)
 from bot.render import teams as render
 
 log = logging.getLogger(__name__)
@@ -382,10 +392,7 @@ class TeamsBot:
         action = _card_action(activity.value)
         incoming: Incoming
         if action is not None:
-            if action.get("action") != "feedback" or not isinstance(action.get("turn"), str):
-                incoming = "/?"  # an action this bot did not make: read as an unknown command
-            else:
-                incoming = Vote(action["turn"], action.get("helpful") is True)
+            incoming = _action(action)
         elif not (activity.text or "").strip() and activity.attachments:
             incoming = NotText()
         else:
@@ -412,11 +419,11 @@ class TeamsBot:
         return await self.service.reply(_chat_key(activity), _user_key(activity), incoming, CHANNEL)
 
     async def _respond(self, context: TurnContext, reply: Reply) -> None:
-        shown = render.reply(reply)
-        if "card" in shown:
-            await context.send_activity(_card(shown["card"], summary=shown.get("summary")))
-        else:
-            await context.send_activity(_text(shown["text"]))
+        for shown in render.activities(reply):
+            if "card" in shown:
+                await context.send_activity(_card(shown["card"], summary=shown.get("summary")))
+            else:
+                await context.send_activity(_text(shown["text"]))
 
     async def _on_app_error(self, context: TurnContext, _error: Exception) -> None:
         """A handler failed; the SDK has logged it with its traceback. Say so to the user."""
@@ -554,6 +561,19 @@ def _card_action(value: object) -> dict | None:
     if isinstance(value, dict) and isinstance(value.get(render.ACTION_KEY), dict):
         return value[render.ACTION_KEY]
     return None
+
+
+def _action(action: dict[str, Any]) -> Incoming:
+    """What a card button of this bot's asks for: 👍/👎, the course, or a course answer."""
+    kind = action.get("action")
+    if kind == "feedback" and isinstance(action.get("turn"), str):
+        return Vote(action["turn"], action.get("helpful") is True)
+    if kind == "intro":
+        return Intro()
+    step, choice = action.get("step"), action.get("choice")
+    if kind == "intro_choice" and isinstance(step, str) and type(choice) is int:
+        return Choose(step[:64], choice)
+    return "/?"  # an action this bot did not make: read as an unknown command
 
 
 def _text(text: str) -> Activity:

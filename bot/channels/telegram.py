@@ -52,9 +52,12 @@ from bot.channels import ChannelConfigError
 from bot.commands import parse_command, telegram_menu
 from bot.config import Settings
 from bot.conversation import (
+    Choose,
     ConversationService,
     Incoming,
+    Intro,
     NotText,
+    Reply,
     ReplyKind,
     ShowSource,
     Vote,
@@ -67,6 +70,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "telegram"
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _CALLBACK = re.compile(r"^(fb|src):([0-9a-f]{1,32}):(\d{1,3})$")
+_CHOICE = re.compile(r"^ch:([a-z0-9-]{1,40}):(\d)$")  # a course step's check answer
 RETRIES = 3  # a send that meets 429 or a server error is tried again this many times
 BACKOFF = 0.5  # seconds before the first retry; doubled each time
 POPUP_LIMIT = 200  # characters of a callback answer (the note a button shows)
@@ -249,7 +253,8 @@ class TelegramBot:
         if any(member.id == context.bot.id for member in message.new_chat_members):
             target = replace(_Target.of(message), reply_to=None)
             reply = await self.service.reply(_chat_key(update), None, Welcome(), CHANNEL)
-            await self._send(target, render.reply(reply, self.message_limit))
+            parts = render.reply(reply, self.message_limit)
+            await self._send(target, parts, keyboard=render.keyboard(reply))
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -257,21 +262,18 @@ class TelegramBot:
         if self.allowed and (chat is None or chat.id not in self.allowed):
             await query.answer(_popup(messages.say(messages.NOT_ALLOWED, "nb")))
             return
-        match = _CALLBACK.match(query.data or "")
-        incoming: Incoming
-        if match is None:
-            incoming = "/?"  # not a button of this bot: read as an unknown command
-        else:
-            kind, turn_id, value = match.groups()
-            incoming = Vote(turn_id, value == "1") if kind == "fb" else ShowSource(value, turn_id)
+        incoming = _button(query.data or "")
         key = _owner_key(update, context.bot)
         async with self._lock(key):
             reply = await self.service.reply(key, _user_key(update), incoming, CHANNEL)
-            if reply.kind == ReplyKind.SOURCE:
-                await query.answer()  # the button stops spinning; the passage follows
+            if reply.kind in (ReplyKind.SOURCE, ReplyKind.LESSON):
+                await query.answer()  # the button stops spinning; the passage or lesson follows
                 if query.message is not None:
                     target = _Target.of(query.message)
-                    await self._send(target, render.reply(reply, self.message_limit))
+                    if reply.kind == ReplyKind.LESSON:
+                        await self._send_course(target, reply)
+                    else:
+                        await self._send(target, render.reply(reply, self.message_limit))
                 return
         await query.answer(_popup(reply.text), show_alert=reply.kind == ReplyKind.ERROR)
 
@@ -307,8 +309,16 @@ class TelegramBot:
 
     async def _answer(self, update: Update, key: str, message: Message, incoming: Incoming) -> None:
         reply = await self.service.reply(key, _user_key(update), incoming, CHANNEL)
+        if reply.kind == ReplyKind.LESSON:
+            await self._send_course(_Target.of(message), reply)
+            return
         parts = render.reply(reply, self.message_limit)
         await self._send(_Target.of(message), parts, keyboard=render.keyboard(reply))
+
+    async def _send_course(self, target: _Target, reply: Reply) -> None:
+        """A course reply: the verdict, then the next lesson, each with its own buttons."""
+        for parts, keyboard in render.course(reply, self.message_limit):
+            await self._send(target, parts, keyboard=keyboard)
 
     async def _send_text(self, target: _Target, text: str) -> None:
         await self._send(target, render.text(text, self.message_limit))
@@ -358,6 +368,18 @@ class _Target:
             _thread(message),
             message.message_id if group else None,
         )
+
+
+def _button(data: str) -> Incoming:
+    """What a button of this bot's asks for: 👍/👎, a source, a course answer or the course."""
+    if match := _CALLBACK.match(data):
+        kind, turn_id, value = match.groups()
+        return Vote(turn_id, value == "1") if kind == "fb" else ShowSource(value, turn_id)
+    if match := _CHOICE.match(data):
+        return Choose(match.group(1), int(match.group(2)))
+    if data == "intro":
+        return Intro()
+    return "/?"  # not a button of this bot: read as an unknown command
 
 
 def _popup(text: str) -> str:

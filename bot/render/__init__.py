@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.answer import Answer, Citation
+    from bot.conversation import Reply
 
 
 def refs(cites: tuple[int, ...]) -> str:
@@ -38,3 +39,21 @@ def quoted(text: str) -> str:
     ):
         return stripped
     return f"«{text}»"
+
+
+def numbers(count: int, language: str) -> str:
+    """ "1, 2 eller 3" / "1, 2 or 3": the numbers of a check question's choices."""
+    digits = [str(n) for n in range(1, count + 1)]
+    word = " or " if language == "en" else " eller "
+    return word.join([", ".join(digits[:-1]), digits[-1]]) if len(digits) > 1 else digits[0]
+
+
+def course_parts(r: Reply) -> list[str]:
+    """The order a course reply is shown in: the verdict on the check just answered, then the
+    reply's own sentence (a welcome back, or the course's end), then the next lesson."""
+    parts = ["verdict"] if r.verdict is not None else []
+    if r.text:
+        parts.append("text")
+    if r.lesson is not None:
+        parts.append("lesson")
+    return parts

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, quoted, refs
+from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
+from bot.render import course_parts, lead_citation, numbers, quoted, refs
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer
     from bot.conversation import Reply, SourceView
+    from bot.intro import Lesson, Verdict
 
 
 def answer(a: Answer) -> str:
@@ -59,9 +60,44 @@ def source(view: SourceView) -> str:
     return strip_unsafe(f"[{c.n}] {where_}\n({c.source})\n\n{c.text}")
 
 
+def lesson(x: Lesson) -> str:
+    """A course step: where it stands, the idea, its sources, and the check question with its
+    choices numbered (typed as a number in the terminal)."""
+    words = course_labels(x.language)
+    lines = [words["step"].format(course=x.course, number=x.number, total=x.total), x.title, ""]
+    lines.append(x.text + refs(tuple(c.n for c in x.citations)))
+    if x.citations:
+        lines += ["", labels(x.language)["sources"]]
+        lines += [f"[{c.n}] {where(c.title, c.location, x.language)}" for c in x.citations]
+    lines += ["", f"{words['check']} {x.question}"]
+    lines += [f"{n}. {choice}" for n, choice in enumerate(x.choices, 1)]
+    lines.append(words["choose"].format(numbers=numbers(len(x.choices), x.language)))
+    return strip_unsafe("\n".join(lines))
+
+
+def verdict(v: Verdict) -> str:
+    """Right, or the right answer; why, and the passage it rests on."""
+    words = course_labels(v.language)
+    first = (
+        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
+    )
+    lines = [first, v.explanation]
+    if v.citation is not None:
+        c = v.citation
+        lines.append(words["read"].format(where=where(c.title, c.location, v.language)) + ".")
+    return strip_unsafe("\n".join(lines))
+
+
 def reply(r: Reply) -> str:
     if r.kind == "answer" and r.answer is not None:
         return answer(r.answer)
     if r.kind == "source" and r.source is not None:
         return source(r.source)
+    if r.kind == "lesson":
+        shown = {
+            "verdict": lambda: verdict(r.verdict) if r.verdict else "",
+            "text": lambda: strip_unsafe(r.text),
+            "lesson": lambda: lesson(r.lesson) if r.lesson else "",
+        }
+        return "\n\n".join(shown[part]() for part in course_parts(r))
     return strip_unsafe(r.text)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, plain, quoted, refs
+from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
+from bot.render import course_parts, lead_citation, plain, quoted, refs
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer, Citation
     from bot.conversation import Reply, SourceView
+    from bot.intro import Lesson, Verdict
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.5"
@@ -135,29 +136,14 @@ def _toggle(title: str, target: str) -> dict[str, Any]:
 
 
 def _citation(c: Citation, language: str) -> dict[str, Any]:
-    words = labels(language)
-    full = c.text if len(c.text) <= 20_000 else c.text[:20_000] + " …"
     return {
         "type": "Container",
         "spacing": "Small",
         "items": [
             _runs((f"[{c.n}] ", {"weight": "Bolder"}), where(c.title, c.location, language)),
             _runs((quoted(_clip(c.quote, CARD_QUOTE_CHARS)), {"isSubtle": True})),
-            {
-                "type": "ActionSet",
-                "actions": [
-                    {
-                        "type": "Action.ShowCard",
-                        # Each button names its source: a screen reader hears them apart.
-                        "title": words["whole"].format(n=c.n),
-                        "card": {
-                            "type": "AdaptiveCard",
-                            "version": CARD_VERSION,
-                            "body": [_runs(p) for p in full.split("\n\n") if p.strip()],
-                        },
-                    }
-                ],
-            },
+            # Each button names its source: a screen reader hears them apart.
+            _whole(c, labels(language)["whole"].format(n=c.n)),
         ],
     }
 
@@ -181,6 +167,115 @@ def source_card(view: SourceView) -> dict[str, Any]:
         *[_runs(p) for p in c.text.split("\n\n") if p.strip()],
     ]
     return _card(body, view.language, plain.source(view), heading)
+
+
+# -- the onboarding course ---------------------------------------------------------------------
+
+
+def lesson_card(x: Lesson) -> dict[str, Any]:
+    """A course step: the idea, its sources (each passage behind a button), the check question
+    and a button a choice (its number; the choice is written out above and is the tooltip)."""
+    words = course_labels(x.language)
+    heading = words["step"].format(course=x.course, number=x.number, total=x.total)
+    body: list[dict[str, Any]] = [
+        _runs((heading, {"isSubtle": True})),
+        _runs((x.title, {"weight": "Bolder", "size": "Medium"})),
+        _runs(x.text + refs(tuple(c.n for c in x.citations))),
+    ]
+    if x.citations:
+        body.append(
+            {
+                "type": "TextBlock",
+                "text": labels(x.language)["sources"],
+                "weight": "Bolder",
+                "spacing": "Medium",
+            }
+        )
+        body += [_passage_button(c, x.language) for c in x.citations]
+    body.append(
+        _runs((f"{words['check']} {x.question}", {"weight": "Bolder"})) | {"spacing": "Medium"}
+    )
+    body += [_runs(f"{n}. {choice}") for n, choice in enumerate(x.choices, 1)]
+    actions = [
+        _submit(str(n), {"action": "intro_choice", "step": x.step, "choice": n})
+        | {"tooltip": strip_unsafe(choice)}
+        for n, choice in enumerate(x.choices, 1)
+    ]
+    fallback = plain.lesson(x)
+    speak = f"{x.title}. {x.text} {x.question} " + " ".join(
+        f"{n}: {c}." for n, c in enumerate(x.choices, 1)
+    )
+    return _card(body, x.language, fallback, speak, actions)
+
+
+def verdict_card(v: Verdict) -> dict[str, Any]:
+    """Right, or the right answer; why, and the passage it rests on behind a button."""
+    words = course_labels(v.language)
+    first = (
+        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
+    )
+    body = [_runs((first, {"weight": "Bolder"})), _runs(v.explanation)]
+    if v.citation is not None:
+        c = v.citation
+        read = words["read"].format(where=where(c.title, c.location, v.language))
+        body.append(_runs((read, {"isSubtle": True})))
+        body.append(_whole(c, words["passage"]))
+    return _card(body, v.language, plain.verdict(v), f"{first} {v.explanation}")
+
+
+def _passage_button(c: Citation, language: str) -> dict[str, Any]:
+    return {
+        "type": "Container",
+        "spacing": "Small",
+        "items": [
+            _runs((f"[{c.n}] ", {"weight": "Bolder"}), where(c.title, c.location, language)),
+            _whole(c, labels(language)["whole"].format(n=c.n)),
+        ],
+    }
+
+
+def _whole(c: Citation, title: str) -> dict[str, Any]:
+    """A button that shows the whole passage in the card."""
+    full = c.text if len(c.text) <= 20_000 else c.text[:20_000] + " …"
+    return {
+        "type": "ActionSet",
+        "actions": [
+            {
+                "type": "Action.ShowCard",
+                "title": title,
+                "card": {
+                    "type": "AdaptiveCard",
+                    "version": CARD_VERSION,
+                    "body": [_runs(p) for p in full.split("\n\n") if p.strip()],
+                },
+            }
+        ],
+    }
+
+
+def welcome_card(r: Reply) -> dict[str, Any]:
+    """The welcome, with a button that starts the course."""
+    body = [_runs(line) for line in r.text.split("\n") if line.strip()]
+    start = _submit(course_labels(r.language)["start"], {"action": "intro"})
+    return _card(body, r.language, r.text, r.text, [start])
+
+
+def activities(r: Reply) -> list[dict[str, Any]]:
+    """What a reply is sent as, in order: each {"card": …} or {"text": …}. A course reply is the
+    verdict card, its sentence and the next lesson's card; every other reply is one."""
+    if r.kind == "lesson":
+        shown: list[dict[str, Any]] = []
+        for part in course_parts(r):
+            if part == "verdict" and r.verdict is not None:
+                shown.append({"card": verdict_card(r.verdict)})
+            elif part == "lesson" and r.lesson is not None:
+                shown.append({"card": lesson_card(r.lesson), "summary": r.lesson.title})
+            elif part == "text":
+                shown.append({"text": r.text})
+        return shown
+    if r.kind == "welcome" and r.course_steps:
+        return [{"card": welcome_card(r), "summary": r.text.splitlines()[0]}]
+    return [reply(r)]
 
 
 def reply(r: Reply) -> dict[str, Any]:

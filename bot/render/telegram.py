@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.messages import CAVEAT, NO_ANSWER, RELATED, labels, say, where
-from bot.render import lead_citation, quoted, refs
+from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
+from bot.render import course_parts, lead_citation, quoted, refs
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
     from bot.answer import Answer
     from bot.conversation import Reply, SourceView
+    from bot.intro import Lesson, Verdict
 
 TELEGRAM_LIMIT = 4096  # characters of one Telegram message, after entity parsing
 
@@ -103,11 +104,16 @@ def reply(r: Reply, limit: int = TELEGRAM_LIMIT) -> list[str]:
         return answer(r.answer, limit)
     if r.kind == "source" and r.source is not None:
         return source(r.source, limit)
+    if r.kind == "lesson":
+        return [part for parts, _ in course(r, limit) for part in parts]
     return text(r.text, limit)
 
 
 def keyboard(r: Reply) -> InlineKeyboardMarkup | None:
-    """👍/👎 and one button a source under an answer; nothing under other replies."""
+    """👍/👎 and one button a source under an answer, "Kom i gang" under a welcome that offers
+    the course; nothing under other replies (a course reply has its own: `course`)."""
+    if r.kind == "welcome":
+        return welcome_keyboard(r)
     a = r.answer
     if r.kind != "answer" or a is None or a.abstained or r.turn_id is None:
         return None
@@ -128,6 +134,87 @@ def keyboard(r: Reply) -> InlineKeyboardMarkup | None:
             ]
         )
     return InlineKeyboardMarkup(rows)
+
+
+# -- the onboarding course ---------------------------------------------------------------------
+
+Sent = tuple[list[str], InlineKeyboardMarkup | None]  # messages, and the buttons under the last
+
+
+def course(r: Reply, limit: int = TELEGRAM_LIMIT) -> list[Sent]:
+    """A course reply as messages, each with its own buttons: the verdict (with a button to the
+    passage it rests on), the reply's sentence, then the next lesson (a button for each choice
+    and each source)."""
+    sent: list[Sent] = []
+    for part in course_parts(r):
+        if part == "verdict" and r.verdict is not None:
+            sent.append((verdict(r.verdict, limit), _verdict_keyboard(r.verdict)))
+        elif part == "lesson" and r.lesson is not None:
+            sent.append((lesson(r.lesson, limit), lesson_keyboard(r.lesson)))
+        elif part == "text":
+            sent.append((text(r.text, limit), None))
+    return [(parts, markup) for parts, markup in sent if parts]
+
+
+def lesson(x: Lesson, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    words = course_labels(x.language)
+    heading = words["step"].format(course=x.course, number=x.number, total=x.total)
+    blocks: list[Block] = [(heading, _italic), (x.title, _bold)]
+    blocks.append((x.text + refs(tuple(c.n for c in x.citations)), _as_is))
+    if x.citations:
+        lines = [f"[{c.n}] {where(c.title, c.location, x.language)}" for c in x.citations]
+        blocks.append((labels(x.language)["sources"] + "\n" + "\n".join(lines), _as_is))
+    blocks.append((f"{words['check']} {x.question}", _bold))
+    blocks.append(("\n".join(f"{n}. {c}" for n, c in enumerate(x.choices, 1)), _as_is))
+    return pack_blocks(blocks, limit)
+
+
+def verdict(v: Verdict, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    words = course_labels(v.language)
+    first = (
+        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
+    )
+    blocks: list[Block] = [(first, _bold), (v.explanation, _as_is)]
+    if v.citation is not None:
+        c = v.citation
+        blocks.append((words["read"].format(where=where(c.title, c.location, v.language)), _italic))
+    return pack_blocks(blocks, limit)
+
+
+def lesson_keyboard(x: Lesson) -> InlineKeyboardMarkup:
+    """One button a choice (its number: the choices are written out above), then one a source."""
+    rows = [
+        [
+            InlineKeyboardButton(str(n), callback_data=f"ch:{x.step}:{n}")
+            for n in range(1, len(x.choices) + 1)
+        ]
+    ]
+    if x.citations and x.turn_id:
+        words = labels(x.language)
+        buttons = [
+            InlineKeyboardButton(
+                words["source"].format(n=c.n), callback_data=f"src:{x.turn_id}:{c.n}"
+            )
+            for c in x.citations
+        ]
+        rows += [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
+    return InlineKeyboardMarkup(rows)
+
+
+def _verdict_keyboard(v: Verdict) -> InlineKeyboardMarkup | None:
+    if v.citation is None or v.turn_id is None:
+        return None
+    title = course_labels(v.language)["passage"]
+    data = f"src:{v.turn_id}:{v.citation.n}"
+    return InlineKeyboardMarkup([[InlineKeyboardButton(title, callback_data=data)]])
+
+
+def welcome_keyboard(r: Reply) -> InlineKeyboardMarkup | None:
+    """Under the welcome: a button that starts the course, when there is one."""
+    if r.kind != "welcome" or not r.course_steps:
+        return None
+    title = course_labels(r.language)["start"]
+    return InlineKeyboardMarkup([[InlineKeyboardButton(title, callback_data="intro")]])
 
 
 def pack_blocks(blocks: list[Block], limit: int = TELEGRAM_LIMIT) -> list[str]:
