@@ -663,7 +663,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = _settings()
     questions = [q for path in args.files for q in _questions(path)]
-    report, outcomes = run(_open_engine(settings), questions)
+    engine = _open_engine(settings)
+    report, outcomes = run(engine, questions)
     if args.json:
         print(report_json(report, outcomes))
         return 0
@@ -676,6 +677,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             status = "avstod" if o.abstained else "svarte"
             print(f"  {o.id}: rang {rank}, {status}: {o.question}", file=sys.stderr)
     print(report.table())
+    if engine.generator is not None:  # STYRINGSBOT_LLM: what the generated path did
+        from bot.generate import summary
+
+        print("\n" + summary(list(engine.generator.outcomes)))
     return 0
 
 

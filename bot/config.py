@@ -117,6 +117,16 @@ class Settings(BaseSettings):
         300.0, ge=0, le=86_400, validation_alias=_env("STYRINGSBOT_CACHE_SECONDS")
     )
 
+    # Generated answers (optional; unset = extractive answers, offline): `openai:<model>` for any
+    # OpenAI-compatible server (its URL in STYRINGSBOT_LLM_BASE_URL) or `azure_openai:<deployment>`
+    # (the resource's endpoint in STYRINGSBOT_LLM_BASE_URL). Needs the `llm` extra.
+    llm: str | None = Field(None, validation_alias=_env("STYRINGSBOT_LLM"))
+    llm_base_url: str | None = Field(None, validation_alias=_env("STYRINGSBOT_LLM_BASE_URL"))
+    llm_api_key: str | None = Field(None, validation_alias=_env("STYRINGSBOT_LLM_API_KEY"))
+    llm_api_version: str = Field("2024-10-21", validation_alias=_env("STYRINGSBOT_LLM_API_VERSION"))
+    # Seconds the model may take; then the extractive answer is shown.
+    llm_timeout: float = Field(10.0, gt=0, le=120, validation_alias=_env("STYRINGSBOT_LLM_TIMEOUT"))
+
     # HTTP server (`styringsbot serve`): the HTTP API and the Teams endpoint.
     host: str = Field("127.0.0.1", validation_alias=_env("STYRINGSBOT_HOST"))
     port: int = Field(3978, ge=1, le=65535, validation_alias=_env("STYRINGSBOT_PORT"))
@@ -161,11 +171,26 @@ class Settings(BaseSettings):
         "microsoft_app_id",
         "microsoft_app_password",
         "microsoft_app_tenant_id",
+        "llm",
+        "llm_base_url",
+        "llm_api_key",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("llm")
+    @classmethod
+    def _llm(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        provider, _, name = value.strip().partition(":")
+        if provider not in ("openai", "azure_openai") or not name.strip():
+            raise ValueError(
+                "skal være openai:<modell> eller azure_openai:<deployment>, eller stå tom"
+            )
+        return f"{provider}:{name.strip()}"
 
     @field_validator("data_dir", "knowledge_dir")
     @classmethod

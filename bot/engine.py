@@ -20,6 +20,7 @@ from ingest.embeddings import Embedder, shared
 from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, guide_files_of
 
 if TYPE_CHECKING:
+    from bot.generate import Generator
     from bot.intro import Course
     from ingest.pipeline import SyncReport
 
@@ -62,6 +63,11 @@ class Engine:
         self.embedder = embedder
         self._core = core
         self._switch = threading.Lock()
+        self.generator: Generator | None = None
+        if settings.llm:
+            from bot.generate import Generator, chat_model
+
+            self.generator = Generator(chat_model(settings), embedder)
         # Why the newest index.json could not be taken into use (None: the newest is in use).
         self.index_problem: str | None = None
         self._failed_stamp = 0
@@ -245,6 +251,8 @@ class Engine:
         reading = core.reader.read(result)
         answer = core.answerer.answer(result, reading)
         answer.question = question
+        if self.generator is not None:  # a language model is configured: its words, verified
+            answer, _ = self.generator.answer(answer, context)
         return Trace(plan, result, reading, answer)
 
 

@@ -58,6 +58,13 @@ SETTINGS_ENV = (
     "MICROSOFT_APP_PASSWORD",
     "MICROSOFT_APP_TENANT_ID",
     "TEAMS_ALLOW_ANONYMOUS",
+    "STYRINGSBOT_LLM",
+    "STYRINGSBOT_LLM_BASE_URL",
+    "STYRINGSBOT_LLM_API_KEY",
+    "STYRINGSBOT_LLM_API_VERSION",
+    "STYRINGSBOT_LLM_TIMEOUT",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
 )
 
 # The `ask --json` / `POST /api/ask` contract: other tools depend on these keys.

@@ -69,7 +69,7 @@ def test_every_declared_dependency_is_pinned_within_its_range(lock: str, groups:
 def test_the_default_lock_holds_no_gpu_or_optional_packages():
     pinned = pins("default.txt")
     assert not [name for name in pinned if GPU.match(name)]
-    for optional in ("sentence-transformers", "scikit-learn", "transformers", "psycopg"):
+    for optional in ("sentence-transformers", "scikit-learn", "transformers", "psycopg", "openai"):
         assert optional not in pinned
     # The dev lock has the optional backend, but PyTorch only as a CPU build installed first.
     dev = pins("dev.txt")
@@ -113,7 +113,7 @@ def _distribution_of(module: str) -> str:
 def test_every_imported_package_is_declared():
     everything = {canonicalize_name(r.name) for r in declared("", *_extras())}
     default = {canonicalize_name(r.name) for r in declared("")}
-    optional = {"sentence-transformers", "scikit-learn", "psycopg"}
+    optional = {"sentence-transformers", "scikit-learn", "psycopg", "langchain-openai"}
     for module, files in _third_party_imports().items():
         dist = _distribution_of(module)
         assert dist in everything, f"{module} (from {dist}), imported in {files}, is not declared"
