@@ -48,6 +48,17 @@ class Citation:
     quote: str  # the whole sentence(s) of the passage that answer best
     chunk_id: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """A citation in the `ask --json` / HTTP API objects."""
+        return {
+            "n": self.n,
+            "title": self.title,
+            "source": self.source,
+            "location": self.location,
+            "text": self.text,
+            "quote": self.quote,
+        }
+
 
 @dataclass(frozen=True)
 class Related:
@@ -123,17 +134,7 @@ class Answer:
             "lead": self.lead,
             "statements": [s.to_dict() for s in self.statements],
             "criteria": [s.to_dict() for s in self.criteria],
-            "citations": [
-                {
-                    "n": c.n,
-                    "title": c.title,
-                    "source": c.source,
-                    "location": c.location,
-                    "text": c.text,
-                    "quote": c.quote,
-                }
-                for c in self.citations
-            ],
+            "citations": [c.to_dict() for c in self.citations],
             "related": [asdict(r) for r in self.related],
             "passages": [
                 {

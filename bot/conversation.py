@@ -417,7 +417,7 @@ class ConversationService:
         position = course.position(ours.step)
         if position is None:  # the course was edited and the step is gone: the same place
             position = min(ours.position, total - 1)
-        restart = f"{command('intro', channel)} {'restart' if language == 'en' else 'på nytt'}"
+        restart = _restart_command(channel, language)
         lead = say(
             messages.COURSE_RESUME, language, number=position + 1, total=total, restart=restart
         )
@@ -527,7 +527,7 @@ class ConversationService:
                 finished=finished,
             )
         )
-        restart = f"{command('intro', channel)} {'restart' if language == 'en' else 'på nytt'}"
+        restart = _restart_command(channel, language)
         total = len(course.steps)
         text = say(messages.COURSE_DONE, language, right=score, total=total, restart=restart)
         return Reply(ReplyKind.LESSON, language, text, verdict=verdict, turn_id=verdict.turn_id)
@@ -737,6 +737,11 @@ def _english_command(text: str) -> bool:
     if word in ("help", "new", "source", "good", "bad", "quit", "exit", "course", "get"):
         return True
     return word in ("intro", "kurs") and _intro_asked(text, "").language == "en"
+
+
+def _restart_command(channel: str, language: str) -> str:
+    """How a user starts the course over: "/intro på nytt", "intro restart" in English Teams."""
+    return f"{command('intro', channel)} {'restart' if language == 'en' else 'på nytt'}"
 
 
 _CHOICE = re.compile(r"^\s*([1-9])\s*[.)]?\s*$")  # "2", "2.", "2)"

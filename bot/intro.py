@@ -195,7 +195,7 @@ class Lesson:
             "total": self.total,
             "title": self.title,
             "text": self.text,
-            "citations": [_citation_dict(c) for c in self.citations],
+            "citations": [c.to_dict() for c in self.citations],
             "question": self.question,
             "choices": list(self.choices),
         }
@@ -223,16 +223,5 @@ class Verdict:
             "answer": self.answer,
             "answer_text": self.answer_text,
             "explanation": self.explanation,
-            "citation": _citation_dict(self.citation) if self.citation else None,
+            "citation": self.citation.to_dict() if self.citation else None,
         }
-
-
-def _citation_dict(c: Citation) -> dict[str, Any]:
-    return {
-        "n": c.n,
-        "title": c.title,
-        "source": c.source,
-        "location": c.location,
-        "text": c.text,
-        "quote": c.quote,
-    }

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.messages import course_labels
+
 if TYPE_CHECKING:
     from bot.answer import Answer, Citation
     from bot.conversation import Reply
+    from bot.intro import Verdict
 
 
 def refs(cites: tuple[int, ...]) -> str:
@@ -57,3 +60,9 @@ def course_parts(r: Reply) -> list[str]:
     if r.lesson is not None:
         parts.append("lesson")
     return parts
+
+
+def verdict_line(v: Verdict) -> str:
+    """ "✅ Riktig!", or "❌ Ikke helt. Riktig svar er 2: «…»": how a verdict opens."""
+    words = course_labels(v.language)
+    return words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
-from bot.render import course_parts, lead_citation, numbers, quoted, refs
+from bot.render import course_parts, lead_citation, numbers, quoted, refs, verdict_line
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
@@ -78,9 +78,7 @@ def lesson(x: Lesson) -> str:
 def verdict(v: Verdict) -> str:
     """Right, or the right answer; why, and the passage it rests on."""
     words = course_labels(v.language)
-    first = (
-        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
-    )
+    first = verdict_line(v)
     lines = [first, v.explanation]
     if v.citation is not None:
         c = v.citation

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
-from bot.render import course_parts, lead_citation, plain, quoted, refs
+from bot.render import course_parts, lead_citation, plain, quoted, refs, verdict_line
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
@@ -211,9 +211,7 @@ def lesson_card(x: Lesson) -> dict[str, Any]:
 def verdict_card(v: Verdict) -> dict[str, Any]:
     """Right, or the right answer; why, and the passage it rests on behind a button."""
     words = course_labels(v.language)
-    first = (
-        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
-    )
+    first = verdict_line(v)
     body = [_runs((first, {"weight": "Bolder"})), _runs(v.explanation)]
     if v.citation is not None:
         c = v.citation

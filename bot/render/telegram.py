@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.messages import CAVEAT, NO_ANSWER, RELATED, course_labels, labels, say, where
-from bot.render import course_parts, lead_citation, quoted, refs
+from bot.render import course_parts, lead_citation, quoted, refs, verdict_line
 from ingest.clean import strip_unsafe
 
 if TYPE_CHECKING:
@@ -171,9 +171,7 @@ def lesson(x: Lesson, limit: int = TELEGRAM_LIMIT) -> list[str]:
 
 def verdict(v: Verdict, limit: int = TELEGRAM_LIMIT) -> list[str]:
     words = course_labels(v.language)
-    first = (
-        words["right"] if v.right else words["wrong"].format(answer=v.answer, text=v.answer_text)
-    )
+    first = verdict_line(v)
     blocks: list[Block] = [(first, _bold), (v.explanation, _as_is)]
     if v.citation is not None:
         c = v.citation
