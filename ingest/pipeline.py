@@ -22,12 +22,13 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ingest.checkpoint import Checkpoint, checkpoint_key
 from ingest.clean import clean_pages, find_boilerplate, normalize, shorten
 from ingest.embeddings import Embedder, EmbedderSpec
 from ingest.loaders import MAX_TITLE_CHARS, LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
-from ingest.split import sentence_texts, sentence_units, split_pages
+from ingest.split import sentence_texts, sentence_units, spans_of, split_pages
 from ingest.store import (
     LEXICAL_PREFIX,
     FileRecord,
@@ -47,7 +48,9 @@ from ingest.store import (
 )
 
 # Bump when loading, cleaning or chunking changes what a file turns into: every file is redone.
-PIPELINE_VERSION = "3"  # 2: sentence vectors, compound-aware lexical index; 3: whole sentences
+# 2: sentence vectors, compound-aware lexical index; 3: whole sentences; 4: a sentence's vector
+# from its chunk's pass
+PIPELINE_VERSION = "4"
 EMBED_BATCH = 16
 # The title goes into the model with every sentence and every passage: a longer one is cut to
 # this for the model (the citation keeps it whole), so the cost of a sentence does not grow with
@@ -73,6 +76,8 @@ class SyncReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[FileProblem] = field(default_factory=list)
     embedded: int = 0
+    resumed: int = 0  # of `embedded`, taken from an interrupted ingest's checkpoint
+    embed_seconds: float = 0.0
     chunks: int = 0
     documents: int = 0
     rebuilt: bool = False
@@ -96,9 +101,15 @@ class SyncReport:
             parts.append(f"{len(self.failed)} hoppet over")
         if self.guide_changed:
             parts.append("ordlisten/rolleguiden/kurset oppdatert")
+        work = f"{self.embedded} tekstbiter embeddet"
+        if self.resumed:
+            work += f", {self.resumed} av dem fra et avbrutt ingest"
+        done = self.embedded - self.resumed
+        if done and self.embed_seconds > 0:
+            work += f", {done / self.embed_seconds:.1f} tekstbiter/s"
         return (
             f"Indeksen har {self.documents} dokumenter og {self.chunks} tekstbiter "
-            f"({', '.join(parts)}; {self.embedded} tekstbiter embeddet på {self.seconds:.1f} s)."
+            f"({', '.join(parts)}; {work}; {self.seconds:.1f} s i alt)."
         )
 
 
@@ -445,21 +456,28 @@ def _sync(
             kept_vectors = read_vectors(client, old, [c.id for c in kept_chunks])
         except Exception:
             kept_vectors = {}  # the old collection is gone: embed those chunks again below
-    missing = [c for c in kept_chunks if c.id not in kept_vectors]
-    to_embed = missing + new_chunks
-
-    vectors: dict[str, np.ndarray] = dict(kept_vectors)
-    with _progress(None, len(to_embed), "Embedder tekstbiter", progress) as bar:
-        for start in range(0, len(to_embed), EMBED_BATCH):
-            part = to_embed[start : start + EMBED_BATCH]
-            embedded = embedder.embed_passages([_for_model(c).embedding_text() for c in part])
-            for chunk, vector in zip(part, embedded, strict=True):
-                vectors[chunk.id] = vector
-            bar.update(len(part))
+    kept_sentences: dict[str, np.ndarray] = {}
+    if kept_chunks and old is not None:
+        found = read_sentence_vectors(data_dir, old, [c.id for c in kept_chunks])
+        # Vectors of sentences split another way than today's are made again.
+        none = np.zeros((0, embedder.dim), dtype=np.float32)
+        kept_sentences = {
+            c.id: found.get(c.id, none)
+            for c in kept_chunks
+            if len(found.get(c.id, none)) == len(sentence_units(c))
+        }
+    whole = [c for c in kept_chunks if c.id in kept_vectors and c.id in kept_sentences]
+    vectors = {c.id: kept_vectors[c.id] for c in whole}
+    sentence_vectors = {c.id: kept_sentences[c.id] for c in whole}
+    to_embed = [c for c in kept_chunks if c.id not in vectors] + new_chunks
+    checkpoint = Checkpoint(data_dir, embedder.dim)
+    embedding_started = time.perf_counter()
+    try:
+        report.resumed = _embed(embedder, to_embed, checkpoint, vectors, sentence_vectors, progress)
+    finally:
+        checkpoint.close()
     report.embedded = len(to_embed)
-    sentence_vectors = _embed_sentences(
-        embedder, data_dir, old, kept_chunks, new_chunks, rebuild, progress
-    )
+    report.embed_seconds = time.perf_counter() - embedding_started
 
     all_chunks = kept_chunks + new_chunks
     new_state = IndexState(embedder=embedder.id, dim=embedder.dim, files=records)
@@ -491,6 +509,7 @@ def _sync(
         raise IngestError(
             f"Kunne ikke skrive den nye indeksen ({exc}); den forrige indeksen er urørt."
         ) from exc
+    checkpoint.remove()  # published: nothing left to resume
     if old is not None:
         drop_generation(client, data_dir, old)
     with contextlib.suppress(Exception):  # tidying up never fails a published ingest
@@ -553,34 +572,103 @@ def _tidy(data_dir: Path, live: IndexState, chroma_host: str | None, chroma_port
         remove_leftovers(client, data_dir, live, embedded=chroma_host is None)
 
 
-def _embed_sentences(
+# Chunks embedded between two checkpoints: with the bundled model, about ten seconds of work on
+# two cores, long enough for its matrix products to run full, short enough that a killed ingest
+# loses little and the progress bar moves.
+CHECKPOINT_CHUNKS = 128
+
+
+def _embed(
     embedder: Embedder,
-    data_dir: Path,
-    old: IndexState | None,
-    kept_chunks: list[Chunk],
-    new_chunks: list[Chunk],
-    rebuild: bool,
+    chunks: list[Chunk],
+    checkpoint: Checkpoint,
+    vectors: dict[str, np.ndarray],
+    sentence_vectors: dict[str, np.ndarray],
     progress: bool,
-) -> dict[str, np.ndarray]:
-    """Vectors of every chunk's sentences: kept ones read back, the rest embedded."""
-    found: dict[str, np.ndarray] = {}
-    if old is not None and not rebuild:
-        found = read_sentence_vectors(data_dir, old, [c.id for c in kept_chunks])
-        # Vectors split another way than today's sentences are embedded again.
-        found = {
-            c.id: found[c.id]
-            for c in kept_chunks
-            if c.id in found and len(found[c.id]) == len(sentence_units(c))
-        }
-    todo = [c for c in kept_chunks if c.id not in found] + new_chunks
-    texts = [(c.id, t) for c in todo for t in sentence_texts(_for_model(c))]
-    parts: dict[str, list[np.ndarray]] = {}
-    with _progress(None, len(texts), "Embedder setninger", progress) as bar:
-        for start in range(0, len(texts), EMBED_BATCH):
-            batch = texts[start : start + EMBED_BATCH]
-            embedded = embedder.embed_passages([t for _, t in batch])
-            for (chunk_id, _), vector in zip(batch, embedded, strict=True):
-                parts.setdefault(chunk_id, []).append(vector)
-            bar.update(len(batch))
-    found.update({chunk_id: np.stack(rows) for chunk_id, rows in parts.items()})
-    return found
+) -> int:
+    """Each chunk's vector and its sentences' vectors into `vectors` and `sentence_vectors`:
+    from the checkpoint of an earlier, interrupted ingest where it has them, else embedded, a
+    group at a time, each group saved before the next starts. Returns how many were resumed."""
+    if not chunks:
+        return 0
+    spans = getattr(embedder, "embed_with_spans", None)
+    method = "spans" if spans is not None else "sentences"
+    keys = {
+        c.id: checkpoint_key(embedder.id, PIPELINE_VERSION, method, _for_model(c).embedding_text())
+        for c in chunks
+    }
+    saved = checkpoint.get(keys.values())
+    resumed = 0
+    todo = []
+    for chunk in chunks:
+        hit = saved.get(keys[chunk.id])
+        if hit is not None and len(hit[1]) == len(sentence_units(chunk)):
+            vectors[chunk.id], sentence_vectors[chunk.id] = hit
+            resumed += 1
+        else:
+            todo.append(chunk)
+    if resumed and progress:
+        print(
+            f"Fortsetter et avbrutt ingest: {resumed} av {len(chunks)} tekstbiter var allerede "
+            "embeddet.",
+            file=sys.stderr,
+        )
+    group = CHECKPOINT_CHUNKS if spans is not None else EMBED_BATCH
+    with _progress(None, len(todo), "Embedder tekstbiter", progress) as bar:
+        for start in range(0, len(todo), group):
+            part = todo[start : start + group]
+            if spans is not None:
+                made = _embed_spans(embedder, part)
+            else:
+                made = _embed_apart(embedder, part)
+            for chunk, (vector, rows) in zip(part, made, strict=True):
+                vectors[chunk.id], sentence_vectors[chunk.id] = vector, rows
+            checkpoint.put({keys[c.id]: m for c, m in zip(part, made, strict=True)})
+            bar.update(len(part))
+    return resumed
+
+
+def _embed_spans(embedder: Embedder, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One pass of the model per chunk: its sentences' vectors are the means of their tokens'
+    states in that pass. A sentence that cannot be located in the text (none in the seed
+    corpus) is embedded on its own."""
+    normalize = embedder.normalize  # type: ignore[attr-defined]
+    texts, spans, missing = [], [], []
+    for chunk in chunks:
+        text = _for_model(chunk).embedding_text()
+        normalized = normalize(text)
+        units = sentence_units(chunk)
+        body = len(normalized) - len(normalize(chunk.text))  # the sentences are in the body
+        located = spans_of(normalized[body:], [normalize(u) for u in units])
+        texts.append(text)
+        spans.append([(span[0] + body, span[1] + body) if span else (0, 0) for span in located])
+        missing.append([i for i, span in enumerate(located) if span is None])
+    made = embedder.embed_with_spans(texts, spans)  # type: ignore[attr-defined]
+    alone = [(n, i) for n, gaps in enumerate(missing) for i in gaps]
+    if alone:
+        units_of = [sentence_texts(_for_model(c)) for c in chunks]
+        extra = embedder.embed_passages([units_of[n][i] for n, i in alone])
+        for (n, i), vector in zip(alone, extra, strict=True):
+            made[n][1][i] = vector
+    return made
+
+
+def _embed_apart(embedder: Embedder, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Any other embedder: the chunk, then each of its sentences (with its title) on its own."""
+    passages = embedder.embed_passages([_for_model(c).embedding_text() for c in chunks])
+    texts = [(n, t) for n, c in enumerate(chunks) for t in sentence_texts(_for_model(c))]
+    embedded = (
+        embedder.embed_passages([t for _, t in texts])
+        if texts
+        else np.zeros((0, embedder.dim), dtype=np.float32)
+    )
+    rows: list[list[np.ndarray]] = [[] for _ in chunks]
+    for (n, _), vector in zip(texts, embedded, strict=True):
+        rows[n].append(vector)
+    return [
+        (
+            passages[n],
+            np.stack(rows[n]) if rows[n] else np.zeros((0, embedder.dim), dtype=np.float32),
+        )
+        for n in range(len(chunks))
+    ]

