@@ -33,9 +33,10 @@ import numpy as np
 MAGIC = b"E5S1"
 QK = 32  # weights per 4-bit block
 PASSAGE_PREFIX = "passage: "
-# Tokens through the encoder at once (padding counted): large enough that a matrix product is
-# worth its setup, small enough that one batch's activations stay under ~100 MB.
-BATCH_TOKENS = 4096
+# Tokens through the encoder at once (padding counted), chosen by measurement on the seed chunks
+# (two worker threads): 1024 took 27.3 CPU-s and 606 MB peak, 2048 28.9 s and 698 MB, 4096 30.8 s
+# and 891 MB; the attention's L×L scores of long batches cost more than small products lose.
+BATCH_TOKENS = 1024
 # Sentence vectors: the chunk's pass forks after this many of the 12 layers. The last layers run
 # twice: once over the whole chunk (the passage vector), once with each sentence attending only to
 # itself and to the title and heading (the sentences' vectors). A sentence is read in its chunk's

@@ -216,13 +216,14 @@ def _progress(iterable, total: int, desc: str, show: bool):  # type: ignore[no-u
 
 
 class _LogProgress:
-    """Progress for a log: "Embedder tekstbiter: 160 av 2000" once every LOG_PROGRESS_EVERY
-    seconds of a stage, the first after that long; a quick stage prints nothing."""
+    """Progress for a log: "Embedder tekstbiter: 160 av 2000 (8.1/s, ca. 4 min igjen)" once
+    every LOG_PROGRESS_EVERY seconds of a stage, the first after that long; a quick stage
+    prints nothing."""
 
     def __init__(self, iterable: Iterable | None, total: int, desc: str) -> None:
         self.iterable, self.total, self.desc = iterable, total, desc
         self.done = 0
-        self.last = time.monotonic()
+        self.started = self.last = time.monotonic()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for item in self.iterable or ():
@@ -234,13 +235,28 @@ class _LogProgress:
         now = time.monotonic()
         if now - self.last >= LOG_PROGRESS_EVERY:
             self.last = now
-            print(f"{self.desc}: {self.done} av {self.total}", file=sys.stderr, flush=True)
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (self.total - self.done) / rate if rate else 0.0
+            print(
+                f"{self.desc}: {self.done} av {self.total} ({rate:.1f}/s, ca. "
+                f"{_duration(left)} igjen)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __enter__(self) -> _LogProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} t"
 
 
 def sync(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -632,12 +633,17 @@ def test_progress_in_a_log_is_an_occasional_plain_line(
         bar.update(40)
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert err.splitlines() == [
+    lines = err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
         "Leser filer: 1 av 2",
         "Leser filer: 2 av 2",
         "Embedder tekstbiter: 16 av 40",
         "Embedder tekstbiter: 40 av 40",
     ]
+    # Each line has the rate so far and the time left at that rate.
+    rate_and_time_left = r"\([\d.]+/s, ca\. [\d.]+ (s|min|t) igjen\)"
+    assert re.fullmatch(rf"Embedder tekstbiter: 16 av 40 {rate_and_time_left}", lines[2])
+    assert lines[3].endswith("ca. 0 s igjen)")
 
     monkeypatch.setattr(pipeline, "LOG_PROGRESS_EVERY", 3600.0)
     with pipeline._progress(None, 40, "Embedder tekstbiter", True) as bar:
