@@ -84,14 +84,6 @@ class Checkpoint:
                 ],
             )
 
-    def count(self) -> int:
-        if not self.exists():
-            return 0
-        try:
-            return int(self._open().execute("SELECT count(*) FROM vectors").fetchone()[0])
-        except sqlite3.Error:
-            return 0
-
     def close(self) -> None:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):

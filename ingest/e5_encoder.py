@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.embeddings import _normalize
+
 MAGIC = b"E5S1"
 QK = 32  # weights per 4-bit block
 PASSAGE_PREFIX = "passage: "
@@ -206,10 +208,12 @@ class E5Encoder:
             ids, offsets = self.tokens(normalized)
             shift = len(prefix)
             groups = np.zeros(len(ids), dtype=np.int32)  # 0: the prefix, the title, … shared
-            for number, (start, end) in enumerate(spans[index], start=1):
-                for t, (a, b) in enumerate(offsets):
-                    if a < end + shift and b > start + shift and b > shift:
-                        groups[t] = number
+            if spans[index] and ids:
+                bounds = np.asarray(offsets, dtype=np.int64) - shift
+                token_start, token_end = bounds[:, 0], bounds[:, 1]
+                for number, (start, end) in enumerate(spans[index], start=1):
+                    inside = (token_start < end) & (token_end > start) & (token_end > 0)
+                    groups[inside] = number
             mine = []
             for at in range(0, max(len(ids), 1), limit):
                 mine.append(len(windows))
@@ -233,8 +237,8 @@ class E5Encoder:
             rows = np.zeros((n_spans, self.dim), dtype=np.float32)
             for number in range(1, n_spans + 1):
                 if counts[number]:
-                    rows[number - 1] = _unit(sums[number] / counts[number])
-            results.append(Encoded(_unit(total / max(weight, 1)), rows))
+                    rows[number - 1] = _normalize(sums[number] / counts[number])
+            results.append(Encoded(_normalize(total / max(weight, 1)), rows))
         return results
 
     def _run(self, windows: list[_Window]) -> None:
@@ -339,11 +343,6 @@ class _Window:
     groups: np.ndarray
     pooled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     span_states: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float32)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
