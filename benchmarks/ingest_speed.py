@@ -6,7 +6,7 @@ least --chunks chunks), runs the real `styringsbot ingest` on it in a fresh data
 prints chunks/s, CPU-seconds per chunk and the ingest process's peak RSS. Run it twice on a
 shared machine and compare within one run.
 
-    python benchmarks/ingest_speed.py [--chunks 400] [--runs 2]
+    python benchmarks/ingest_speed.py [--chunks 400] [--runs 2] [--sentence-vectors fork]
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ def archive(folder: Path, knowledge: Path, chunks: int, seed: int = 7) -> tuple[
     return made, sentences
 
 
-def ingest(home: Path) -> tuple[float, float, float, str]:
+def ingest(home: Path, method: str) -> tuple[float, float, float, str]:
     """Wall seconds, CPU seconds and peak RSS (MB) of one `styringsbot ingest` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "bot.cli", "ingest", "--quiet"],
         cwd=home,
-        env={**os.environ, "STYRINGSBOT_HOME": str(home)},
+        env={**os.environ, "STYRINGSBOT_HOME": str(home), "STYRINGSBOT_SENTENCE_VECTORS": method},
         capture_output=True,
         text=True,
         check=True,
@@ -81,6 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=400, help="chunks to generate (≥ 300)")
     parser.add_argument("--runs", type=int, default=2, help="full ingests, each from empty")
+    parser.add_argument(
+        "--sentence-vectors",
+        choices=("apart", "fork"),
+        default="apart",
+        help="how sentence vectors are made (STYRINGSBOT_SENTENCE_VECTORS)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
@@ -94,11 +100,12 @@ def main() -> None:
             home = Path(tmp) / f"run{run}"
             home.mkdir()
             shutil.copytree(knowledge, home / "knowledge")
-            wall, cpu, rss, summary = ingest(home)
+            wall, cpu, rss, summary = ingest(home, args.sentence_vectors)
             state = json.loads((home / "data" / "index.json").read_text(encoding="utf-8"))
             indexed = sum(len(f["chunk_ids"]) for f in state["files"].values())
             figures = {
                 "run": run,
+                "sentence_vectors": args.sentence_vectors,
                 "chunks": indexed,
                 "sentences": sentences,
                 "wall_s": round(wall, 1),

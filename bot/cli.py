@@ -715,7 +715,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     cross = fitted.cross_validated
     if cross:
         print(
-            f"Kryssvalidert: lead hit {cross['lead_hit']:.3f}; med terskel "
+            f"Kryssvalidert: lead hit {cross['lead_hit']:.3f} (svarleserens C "
+            f"{cross['reader_c']:g}); med terskel "
             f"{cross['threshold']:.2f} avstår regelen fra {cross['false_abstention']:.3f} av de "
             f"besvarbare og {cross['abstention_recall']:.3f} av dem uten svar."
         )

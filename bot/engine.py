@@ -38,6 +38,7 @@ def sync_index(settings: Settings, **options: Any) -> SyncReport:
         settings.knowledge_dir,
         settings.data_dir,
         settings.embedder_spec,
+        sentence_vectors=settings.sentence_vectors,
         chroma_host=settings.chroma_host,
         chroma_port=settings.chroma_port,
         **options,

