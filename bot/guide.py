@@ -368,17 +368,9 @@ def guide_fingerprint(files: Mapping[str, bytes]) -> str:
 def _parse_yaml(name: str, raw: bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    import yaml
+    from ingest.manifest import decode_yaml, load_yaml
 
-    from ingest.manifest import check_expansion, decode_yaml
-
-    text = decode_yaml(raw, name, GuideError)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = exc.__class__.__name__
-        raise GuideError(f"{name} er ikke gyldig YAML ({problem}); rett fila.") from exc
-    check_expansion(data, text, Path(name), GuideError)
+    data = load_yaml(decode_yaml(raw, name, GuideError), Path(name), GuideError)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -33,13 +33,7 @@ class Manifest:
         if not path.exists():
             return cls()
         text = read_yaml_text(path, ManifestError)
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ManifestError(
-                f"{path} er ikke gyldig YAML ({exc.__class__.__name__}); rett filen og prøv igjen."
-            ) from exc
-        check_expansion(data, text, path, ManifestError)
+        data = load_yaml(text, path, ManifestError) or {}
         documents = data.get("documents", []) if isinstance(data, dict) else None
         if not isinstance(documents, list):
             raise ManifestError(f"{path} må ha en liste under «documents:»; se eksempelet i filen.")
@@ -129,6 +123,34 @@ def decode_yaml(raw: bytes, shown: str, error: type[Exception]) -> str:
             f"{shown} er ikke lagret som UTF-8; lagre den som UTF-8 (i redigeringsprogrammets "
             "«Lagre som») og kjør ingest på nytt."
         ) from None
+
+
+MAX_YAML_DEPTH = 40  # lists and mappings inside each other; the real files need 4
+
+
+def load_yaml(text: str, path: Path, error: type[Exception]) -> object:
+    """`yaml.safe_load` with bounds: nesting deeper than MAX_YAML_DEPTH is refused before the
+    (recursive) loader sees it, and so are aliases that would make the data far larger than the
+    file. Invalid YAML is `error` too, one sentence naming the file."""
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise error(
+                        f"{path} har lister eller oppslag mer enn {MAX_YAML_DEPTH} nivåer inni "
+                        "hverandre; skriv fila flatere."
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(
+            f"{path} er ikke gyldig YAML ({exc.__class__.__name__}); rett fila."
+        ) from exc
+    check_expansion(data, text, path, error)
+    return data
 
 
 def expanded_size(value: object, limit: int) -> int:

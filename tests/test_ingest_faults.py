@@ -503,8 +503,10 @@ def billion_laughs() -> str:
         manifest_with("*lang", prelude=f"lang: &lang {'Fagmøter ' * 600}\n"),
         # a billion laughs in a description: refused without expanding it
         manifest_with("Fagmøter", prelude=billion_laughs(), extra="    description: *i\n"),
+        # lists inside lists, deeper than the (recursive) YAML loader can go
+        manifest_with("Fagmøter", extra="    description: " + "[" * 20_000 + "]" * 20_000 + "\n"),
     ],
-    ids=["long", "alias", "billion-laughs"],
+    ids=["long", "alias", "billion-laughs", "nesting"],
 )
 def test_an_outsized_manifest_field_is_refused_at_once_naming_the_document(
     knowledge: Path, data_dir: Path, manifest: str
@@ -521,7 +523,19 @@ def test_an_outsized_manifest_field_is_refused_at_once_naming_the_document(
     message = str(refused.value)
     assert "\n" not in message and len(message) < 400
     assert "sources.yaml" in message
-    assert "fagmote.txt" in message or "alias" in message
+    assert "fagmote.txt" in message or "alias" in message or "nivåer" in message
+    assert snapshot(data_dir) == before
+
+
+def test_a_glossary_nested_too_deep_is_refused_in_one_sentence(
+    tmp_path: Path, knowledge: Path, data_dir: Path
+) -> None:
+    run_sync(knowledge, data_dir)
+    before = snapshot(data_dir)
+    (knowledge / "glossary.yaml").write_text("terms: " + "{a: " * 5_000 + "}" * 5_000 + "\n")
+    with pytest.raises(IngestError, match=r"glossary\.yaml har lister eller oppslag mer enn"):
+        run_sync(knowledge, data_dir)
+    assert_user_error(cli_ingest(tmp_path, knowledge, data_dir), "glossary.yaml", "flatere")
     assert snapshot(data_dir) == before
 
 
