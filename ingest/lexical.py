@@ -202,5 +202,20 @@ class LexicalIndex:
             return np.zeros(self._size(), dtype=np.float32)
         return np.asarray(self._model.get_scores(terms), dtype=np.float32)
 
+    def document_frequencies(self) -> dict[str, int]:
+        """In how many chunks each indexed term occurs (read from the index's postings)."""
+        counts = np.diff(np.asarray(self._model.scores["indptr"]))
+        return {t: int(counts[i]) for t, i in self._model.vocab_dict.items() if t and counts[i]}
+
+    def holds(self, term: str, position: int) -> bool:
+        """Whether the chunk at `position` has `term` (a binary search in the term's postings)."""
+        column = self._model.vocab_dict.get(term)
+        if column is None or not term:
+            return False
+        indptr, indices = self._model.scores["indptr"], self._model.scores["indices"]
+        postings = indices[indptr[column] : indptr[column + 1]]
+        at = int(np.searchsorted(postings, position))
+        return at < len(postings) and int(postings[at]) == position
+
     def _size(self) -> int:
         return int(self._model.scores["num_docs"])

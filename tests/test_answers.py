@@ -432,7 +432,8 @@ def test_calibrate_fits_the_reader_and_the_rule_into_the_data_dir(
 def test_an_index_without_sentence_texts_still_reads_sentences(
     tmp_path: Path, seed_data: Path
 ) -> None:
-    """Indexes written before sentence texts were stored: the texts are split again."""
+    """Indexes written before sentence texts were stored (one row per sentence, named by its
+    chunk's id, float32): the texts are split again."""
     from bot.engine import Engine
     from ingest.store import SENTENCES_FILE, IndexState
 
@@ -442,7 +443,8 @@ def test_an_index_without_sentence_texts_still_reads_sentences(
     assert state is not None
     path = data / state.lexical_dirname / SENTENCES_FILE
     with np.load(path) as stored:
-        vectors, owners = stored["vectors"], stored["owners"]
+        vectors = stored["vectors"].astype(np.float32)
+        owners = np.repeat(stored["chunk_ids"], stored["counts"])
     np.savez(path, vectors=vectors, owners=owners)
     engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
     assert len(engine.index.sentence_texts) == len(vectors)
