@@ -146,9 +146,7 @@ def load_yaml(text: str, path: Path, error: type[Exception]) -> object:
                 depth -= 1
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise error(
-            f"{path} er ikke gyldig YAML ({exc.__class__.__name__}); rett fila."
-        ) from exc
+        raise error(f"{path} er ikke gyldig YAML ({exc.__class__.__name__}); rett fila.") from exc
     check_expansion(data, text, path, error)
     return data
 
