@@ -8,7 +8,11 @@ hour). Then a fresh process opens the index as `serve` would, and prints how lon
 resident memory, and the p50/p95 of warm answers to the fitting questions (the query is embedded
 by the real model). With --busy, a process spins on one core meanwhile, as on a shared machine.
 
-    python benchmarks/scale.py [--sizes 5000 50000] [--busy] [--workdir DIR]
+With --chroma, the indexes are built on a Chroma server the benchmark starts (`chroma run` on
+127.0.0.1), and the measured process is a replica with an empty data dir: its open time includes
+copying the generation from the server.
+
+    python benchmarks/scale.py [--sizes 5000 50000] [--busy] [--chroma] [--workdir DIR]
 
 A --workdir keeps the built indexes, so a second run measures without building again.
 """
@@ -16,6 +20,7 @@ A --workdir keeps the built indexes, so a second run measures without building a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +69,12 @@ class RandomEmbedder:
         return self.embed_passages([text])[0]
 
 
-def build(home: Path, size: int) -> None:
+def build(home: Path, size: int, chroma: int | None) -> None:
     from ingest.embeddings import EmbedderSpec
     from ingest.pipeline import sync
 
     knowledge = home / "knowledge"
-    if (home / "data" / "index.json").exists():
+    if (home / "data" / "index.json").exists() and chroma is None:
         return
     shutil.rmtree(home, ignore_errors=True)
     knowledge.mkdir(parents=True)
@@ -78,7 +84,15 @@ def build(home: Path, size: int) -> None:
             shutil.copy(ROOT / "knowledge" / name, knowledge / name)
     print(f"{size}: building {chunks} chunks, {sentences} sentences …", file=sys.stderr)
     started = time.perf_counter()
-    sync(knowledge, home / "data", EmbedderSpec(), embedder=RandomEmbedder(), progress=True)
+    sync(
+        knowledge,
+        home / "data",
+        EmbedderSpec(),
+        embedder=RandomEmbedder(),
+        progress=True,
+        chroma_host="127.0.0.1" if chroma else None,
+        chroma_port=chroma or 8000,
+    )
     print(f"{size}: built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
@@ -116,13 +130,21 @@ print(json.dumps({
 """
 
 
-def measure(home: Path, rounds: int) -> dict:
+def measure(home: Path, rounds: int, chroma: int | None) -> dict:
     env = {
         **os.environ,
         "STYRINGSBOT_HOME": str(home),
         "STYRINGSBOT_CACHE_SECONDS": "0",  # every answer computed
         "STYRINGSBOT_QUESTION_LOG": "off",
     }
+    if chroma:  # a replica: nothing but the server's address and an empty data dir
+        replica = Path(tempfile.mkdtemp(prefix="replica-", dir=home))
+        env.update(
+            CHROMA_HOST="127.0.0.1",
+            CHROMA_PORT=str(chroma),
+            STYRINGSBOT_DATA_DIR=str(replica / "data"),
+            STYRINGSBOT_KNOWLEDGE_DIR=str(replica / "knowledge"),
+        )
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(QUESTIONS), str(rounds)],
         cwd=home,
@@ -136,6 +158,39 @@ def measure(home: Path, rounds: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def chroma_server(root: Path) -> Iterator[int]:
+    """`chroma run` on 127.0.0.1 with its database in `root`; yields the port."""
+    import socket
+    import urllib.request
+
+    root.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    chroma = Path(sys.executable).with_name("chroma")
+    with (root / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(root / "db"), "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )  # fmt: skip
+        try:
+            for _ in range(300):
+                try:
+                    url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+                    with urllib.request.urlopen(url, timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def _spin(stop) -> None:  # type: ignore[no-untyped-def]
     while not stop.is_set():
         sum(i * i for i in range(10_000))
@@ -146,22 +201,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions")
     parser.add_argument("--busy", action="store_true", help="keep one other core busy")
+    parser.add_argument("--chroma", action="store_true", help="on a Chroma server, as a replica")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the indexes here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(tmp)
+        chroma = stack.enter_context(chroma_server(workdir / "chroma")) if args.chroma else None
         results = []
         for size in args.sizes:
-            home = workdir / f"scale-{size}"
-            build(home, size)
+            home = workdir / (f"scale-{size}" + ("-chroma" if chroma else ""))
+            build(home, size, chroma)
             stop = multiprocessing.Event()
             hog = multiprocessing.Process(target=_spin, args=(stop,)) if args.busy else None
             if hog:
                 hog.start()
             try:
-                figures = {"size": size, "busy": args.busy, **measure(home, args.rounds)}
+                figures = {
+                    "size": size,
+                    "busy": args.busy,
+                    "replica": bool(chroma),
+                    **measure(home, args.rounds, chroma),
+                }
             finally:
                 if hog:
                     stop.set()
@@ -172,7 +234,8 @@ def main() -> None:
                     f"{figures['chunks']} tekstbiter: åpnet på {figures['open_s']} s, "
                     f"RSS {figures['rss_mb']} MB (topp {figures['peak_rss_mb']} MB); "
                     f"varme svar p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms "
-                    f"({figures['answers']} svar{', én kjerne opptatt' if args.busy else ''})"
+                    f"({figures['answers']} svar{', én kjerne opptatt' if args.busy else ''}"
+                    f"{', replika med tom datamappe' if chroma else ''})"
                 )
         if args.json:
             print(json.dumps(results, indent=1))

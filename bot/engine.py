@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,15 @@ from bot.query import FollowUpContext, QueryPlan
 from bot.reader import Reader, ReaderModel, Reading
 from bot.retrieval import Retriever, SearchResult
 from ingest.embeddings import Embedder, shared
-from ingest.store import STATE_FILE, Index, IndexMissing, IndexState, guide_files_of
+from ingest.remote import IngestLocked, RemoteStore, sync_local
+from ingest.store import (
+    STATE_FILE,
+    Index,
+    IndexMissing,
+    IndexState,
+    chroma_client,
+    guide_files_of,
+)
 
 if TYPE_CHECKING:
     from bot.generate import Generator
@@ -28,6 +37,37 @@ log = logging.getLogger(__name__)
 
 # How long a running bot waits before it tries again to open a new index it could not open.
 RETRY_SECONDS = 30.0
+# How often a replica looks for a new generation on the Chroma server.
+FOLLOW_SECONDS = 2.0
+# How long a replica waits for another process to build the first index.
+BUILD_WAIT_SECONDS = 3600.0
+
+
+def _remote_store(settings: Settings) -> RemoteStore | None:
+    if not settings.chroma_host:
+        return None
+    return RemoteStore(chroma_client(settings.data_dir, settings.chroma_host, settings.chroma_port))
+
+
+def _wait_for_index(remote: RemoteStore, settings: Settings) -> None:
+    """Wait until another process has published the first index, and copy it here."""
+    holder = remote.locked() or "ukjent prosess"
+    log.warning("Waiting for the ingest on %s to build the index on the Chroma server", holder)
+    print(
+        f"Venter på at ingesten på {holder} bygger indeksen på Chroma-serveren …",
+        file=sys.stderr,
+        flush=True,
+    )
+    deadline = time.monotonic() + BUILD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if sync_local(remote, settings.data_dir) is not None:
+            return
+        if remote.locked() is None and sync_local(remote, settings.data_dir) is None:
+            raise IndexMissing(
+                "Den andre prosessen stoppet uten å bygge indeksen; kjør «styringsbot ingest»."
+            )
+        time.sleep(1.0)
+    raise IndexMissing("Ingen indeks ble bygd i løpet av en time; kjør «styringsbot ingest».")
 
 
 def sync_index(settings: Settings, **options: Any) -> SyncReport:
@@ -64,6 +104,7 @@ class Engine:
         self.embedder = embedder
         self._core = core
         self._switch = threading.Lock()
+        self._closed = threading.Event()
         self.generator: Generator | None = None
         if settings.llm:
             from bot.generate import Generator, chat_model
@@ -154,8 +195,16 @@ class Engine:
         progress: bool = True,
         embedder: Embedder | None = None,
     ) -> Engine:
-        """Open the index; on a fresh checkout optionally build it first (with progress)."""
+        """Open the index; on a fresh checkout optionally build it first (with progress).
+
+        With a Chroma server (CHROMA_HOST) the index is the one published there: it is copied
+        into the data dir first, and a background thread keeps the copy current, so this
+        replica follows every new generation. A replica never builds the index while another
+        process holds the ingest lock: it waits for that process to publish, and says so."""
         spec = settings.embedder_spec
+        remote = _remote_store(settings)
+        if remote is not None:
+            sync_local(remote, settings.data_dir)
         try:
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
@@ -164,15 +213,51 @@ class Engine:
         except IndexMissing:
             if not build_if_missing:
                 raise
-            if on_build:
-                on_build()
             embedder = spec.build()
-            sync_index(settings, progress=progress, embedder=embedder)
+            if remote is not None and remote.locked():
+                _wait_for_index(remote, settings)
+            else:
+                if on_build:
+                    on_build()
+                try:
+                    sync_index(settings, progress=progress, embedder=embedder)
+                except IngestLocked:  # another replica started building first
+                    assert remote is not None
+                    _wait_for_index(remote, settings)
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )
         embedder = shared(embedder, spec)
-        return cls(settings, embedder, _core(settings, index, embedder))
+        engine = cls(settings, embedder, _core(settings, index, embedder))
+        if remote is not None:
+            engine._follow_remote(remote)
+        return engine
+
+    def _follow_remote(self, remote: RemoteStore) -> None:
+        """Keep the data dir a copy of the server's current generation (a daemon thread); the
+        next question then switches to it (`follow_index`)."""
+
+        def follow() -> None:
+            failing = False
+            while not self._closed.wait(FOLLOW_SECONDS):
+                try:
+                    sync_local(remote, self.settings.data_dir)
+                    failing = False
+                except Exception as exc:
+                    if not failing:  # one line when it starts failing, not one per poll
+                        log.warning(
+                            "Cannot read the index on the Chroma server (%s); still answering "
+                            "from generation %d",
+                            exc,
+                            self.generation[1],
+                        )
+                    failing = True
+
+        threading.Thread(target=follow, name="index-follower", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop following the index on the Chroma server (nothing else needs closing)."""
+        self._closed.set()
 
     def ask(
         self, question: str, k: int | None = None, context: FollowUpContext | None = None

@@ -28,6 +28,7 @@ from ingest.embeddings import Embedder, EmbedderSpec
 from ingest.loaders import MAX_TITLE_CHARS, LoadError, is_supported, load
 from ingest.manifest import MANIFEST_NAME, Manifest
 from ingest.model import Chunk, Page
+from ingest.remote import RemoteStore, sync_local
 from ingest.split import sentence_texts, sentence_units, spans_of, split_pages
 from ingest.store import (
     LEXICAL_PREFIX,
@@ -304,6 +305,30 @@ def sync(
     guide_files = _checked_guide(knowledge_dir)
     files, scope, outside = _scan(knowledge_dir, list(paths) if paths else None)
     with ingest_lock(data_dir):
+        if chroma_host:
+            # Every replica's index is on the server: one ingest at a time, on any machine,
+            # starting from the generation published there.
+            remote = RemoteStore(chroma_client(data_dir, chroma_host, chroma_port))
+            with remote.lock():
+                sync_local(remote, data_dir)
+                return _sync(
+                    knowledge_dir,
+                    data_dir,
+                    spec,
+                    manifest,
+                    guide_files,
+                    files,
+                    scope,
+                    outside,
+                    chroma_host=chroma_host,
+                    chroma_port=chroma_port,
+                    rebuild=rebuild,
+                    progress=progress,
+                    embedder=embedder,
+                    started=started,
+                    sentence_method=sentence_vectors,
+                    remote=remote,
+                )
         return _sync(
             knowledge_dir,
             data_dir,
@@ -357,6 +382,7 @@ def _sync(
     embedder: Embedder | None,
     started: float,
     sentence_method: str,
+    remote: RemoteStore | None = None,
 ) -> SyncReport:
     from bot.guide import Guide, guide_fingerprint
 
@@ -409,7 +435,10 @@ def _sync(
     }
 
     if old is not None and not to_process and not report.removed and not report.changed_anything:
-        _tidy(data_dir, old, chroma_host, chroma_port)
+        if remote is not None:
+            with contextlib.suppress(Exception):  # tidying up never fails an ingest
+                remote.remove_unused(old)
+        _tidy(data_dir, old, chroma_host, chroma_port, remote is None)
         report.documents = len(old_files)
         report.chunks = sum(len(r.chunk_ids) for r in old_files.values())
         report.seconds = time.perf_counter() - started
@@ -537,9 +566,15 @@ def _sync(
         # lexical folder, and the guide as kept with them.
         verify_generation(client, data_dir, new_state, len(all_chunks))
         Guide.from_files(guide_files_of(data_dir, new_state) or {})
+        if remote is not None:  # the replicas' copy, then the pointer they follow
+            remote.push(data_dir, new_state)
+            remote.publish(new_state, old)
         new_state.write(data_dir)
     except Exception as exc:
         drop_generation(client, data_dir, new_state)
+        if remote is not None:
+            with contextlib.suppress(Exception):
+                remote.forget(new_state)
         if chroma_host is None:  # and the vector-segment folder Chroma leaves behind
             live = old.collection_name if old is not None else None
             with contextlib.suppress(Exception):
@@ -548,10 +583,18 @@ def _sync(
             f"Kunne ikke skrive den nye indeksen ({exc}); den forrige indeksen er urørt."
         ) from exc
     checkpoint.remove()  # published: nothing left to resume
-    if old is not None:
-        drop_generation(client, data_dir, old)
-    with contextlib.suppress(Exception):  # tidying up never fails a published ingest
-        remove_leftovers(client, data_dir, new_state, embedded=chroma_host is None)
+    if remote is not None:
+        # Replicas may still answer from the old generation: it stays on the server for the
+        # grace period (the next ingest removes it), only this machine's copy goes now.
+        with contextlib.suppress(Exception):
+            remote.remove_unused(new_state)
+        with contextlib.suppress(Exception):
+            remove_leftovers(None, data_dir, new_state, embedded=False)
+    else:
+        if old is not None:
+            drop_generation(client, data_dir, old)
+        with contextlib.suppress(Exception):  # tidying up never fails a published ingest
+            remove_leftovers(client, data_dir, new_state, embedded=chroma_host is None)
 
     report.documents = len(records)
     report.chunks = len(all_chunks)
@@ -592,9 +635,16 @@ def _is_whole(data_dir: Path, state: IndexState, chroma_host: str | None) -> boo
     return found is not None
 
 
-def _tidy(data_dir: Path, live: IndexState, chroma_host: str | None, chroma_port: int) -> None:
+def _tidy(
+    data_dir: Path,
+    live: IndexState,
+    chroma_host: str | None,
+    chroma_port: int,
+    collections: bool = True,
+) -> None:
     """With nothing to sync, still remove what an interrupted ingest left beside the live
-    generation; the Chroma client is opened only when there are signs of such leftovers."""
+    generation; the Chroma client is opened only when there are signs of such leftovers.
+    `collections` False: only the local folders (the server's are the remote store's)."""
     folders = [p for p in data_dir.glob(f"{LEXICAL_PREFIX}*") if p.name != live.lexical_dirname]
     temporary = list(data_dir.glob(".index-*.json"))
     chroma_dir = data_dir / "chroma"
@@ -606,7 +656,7 @@ def _tidy(data_dir: Path, live: IndexState, chroma_host: str | None, chroma_port
     if not (folders or temporary or segments > 1):
         return
     with contextlib.suppress(Exception):
-        client = chroma_client(data_dir, chroma_host, chroma_port)
+        client = chroma_client(data_dir, chroma_host, chroma_port) if collections else None
         remove_leftovers(client, data_dir, live, embedded=chroma_host is None)
 
 

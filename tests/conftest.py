@@ -7,8 +7,16 @@ removed for the duration of each test. Nothing is ever downloaded (HF_HUB_OFFLIN
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -245,3 +253,104 @@ def collection_names(data: Path) -> set[str]:
     from ingest.store import chroma_client
 
     return {c.name for c in chroma_client(data, None, 8000).list_collections()}
+
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def chroma_server(root: Path) -> Iterator[int]:
+    """A real Chroma server (`chroma run`) on 127.0.0.1 with its database in `root`; its port."""
+    port = free_port()
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(console_script("chroma")),
+            "run",
+            "--path",
+            str(root / "db"),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        env=subprocess_env(ANONYMIZED_TELEMETRY="False"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"chroma run exited early:\n{(root / 'server.log').read_text()}")
+            try:
+                url = f"http://{HOST}:{port}/api/v2/heartbeat"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"chroma run did not answer:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        log.close()
+
+
+def _server_binaries() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for the session (Debian's server binaries), its
+    SQLAlchemy URL; skipped where the binaries are not installed."""
+    pytest.importorskip("psycopg")
+    binaries = _server_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
+    # Its own folder: pytest's temporary folders are private to the user running the tests.
+    root = Path(tempfile.mkdtemp(prefix="styringsbot-postgres-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres will not run as root
+        os.chmod(root, 0o777)
+        run_as = ["runuser", "-u", "nobody", "--"]
+    data = root / "data"
+    port = free_port()
+    subprocess.run(
+        [*run_as, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k {root}"
+    subprocess.run(
+        [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+         str(root / "log"), "start"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
+        shutil.rmtree(root, ignore_errors=True)  # fmt: skip

