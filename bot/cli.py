@@ -483,7 +483,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from bot.channels.http import TEAMS_STATUS_KEY, create_app
+    from bot.channels.http import TEAMS_STATUS_KEY, TELEGRAM_STATUS_KEY, create_app
 
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -494,11 +494,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     host = args.host or settings.host
     port = args.port or settings.port
+    if settings.telegram_bot_token and settings.telegram_webhook_url:
+        from bot.channels import telegram
+
+        # Telegram's webhook is served here too: its settings and Telegram itself are checked
+        # before the engine opens, each failure one sentence.
+        telegram.check_settings(settings, connect=True)
     service = _service(settings)
     app = create_app(service, settings)
     print(
         f"Styringsbot lytter på http://{host}:{port} – POST /api/ask, POST /api/feedback, "
-        f"GET /healthz, GET /readyz, POST /api/messages (Teams: {app[TEAMS_STATUS_KEY]}). "
+        f"GET /healthz, GET /readyz, POST /api/messages (Teams: {app[TEAMS_STATUS_KEY]}); "
+        f"Telegram: {app[TELEGRAM_STATUS_KEY]}. "
         "Ctrl-C stopper.",
         file=sys.stderr,
     )

@@ -1168,6 +1168,60 @@ def test_a_webhook_update_that_cannot_be_read_is_accepted_and_skipped(service, s
     assert skipped.exc_info is None and "Traceback" not in caplog.text
 
 
+def test_serve_takes_telegrams_webhook_beside_the_http_api(service, settings, caplog):
+    """`serve` with TELEGRAM_WEBHOOK_URL: the webhook is a route of the same web app as the
+    HTTP API (python-telegram-bot's custom-webhook pattern), so replicas behind one URL all take
+    Telegram's updates. Telegram is the fake Bot API here (its servers cannot be reached); the
+    web app, python-telegram-bot and the engine are real."""
+    from app_server import running
+
+    from bot.channels.http import TELEGRAM_STATUS_KEY, create_app
+
+    caplog.set_level(logging.WARNING)
+    secret = "s3cret_Webhook-2"
+    signed = {"X-Telegram-Bot-Api-Secret-Token": secret}
+    good = {"update_id": 11, **message(private(CHAT), CHAT, "Hvem leder etatsstyringsmøtet?")}
+    bad = {"update_id": 12, **UNREADABLE}
+
+    async def main() -> tuple[list[int], list[Call], FakeBotAPI, dict, str]:
+        fake = FakeBotAPI()
+        await fake.start()
+        try:
+            local = settings.model_copy(
+                update={
+                    "telegram_base_url": fake.base_url,
+                    "telegram_webhook_url": "https://bot.example.org/tg/hook",
+                    "telegram_webhook_secret": secret,
+                }
+            )
+            app = create_app(service, local)
+            async with running(app) as base, aiohttp.ClientSession() as session:
+                statuses = []
+                for body, headers in [(good, {}), (bad, signed), (good, signed)]:
+                    async with session.post(f"{base}/tg/hook", json=body, headers=headers) as r:
+                        statuses.append(r.status)
+                replies = await User(fake).wait_for(User(fake).messages, "the answer")
+                async with session.post(
+                    f"{base}/api/ask", json={"question": "Hva er et fagmøte?"}
+                ) as r:
+                    api = await r.json()
+        finally:
+            await fake.stop()
+        return statuses, replies, fake, api, app[TELEGRAM_STATUS_KEY]
+
+    statuses, replies, fake, api, status = asyncio.run(main())
+    assert statuses == [403, 200, 200]
+    assert "kommunaldirektør" in visible_text(replies[0].text)
+    (hook,) = fake.called("setWebhook")
+    assert hook.params["url"] == "https://bot.example.org/tg/hook"
+    assert hook.params["secret_token"] == secret
+    assert fake.called("setMyCommands")
+    assert status == "webhook på /tg/hook"
+    assert api["citations"]  # the HTTP API of the same app answers as before
+    (skipped,) = [r for r in caplog.records if "Skipped Telegram update" in r.getMessage()]
+    assert "12" in skipped.getMessage()
+
+
 # ---------------------------------------------------------------------------------------------
 # State survives a restart
 

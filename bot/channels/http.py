@@ -40,6 +40,7 @@ MAX_CONVERSATION_ID = 200
 SERVICE_KEY = web.AppKey("service", ConversationService)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 TEAMS_STATUS_KEY = web.AppKey("teams_status", str)
+TELEGRAM_STATUS_KEY = web.AppKey("telegram_status", str)
 CHANNEL = "http"
 # What was wrong with a refused question → the HTTP status that says so.
 STATUS = {"too_long": 413, "gone": 404, "no_course": 404}
@@ -343,4 +344,9 @@ def create_app(service: ConversationService, settings: Settings) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app[TEAMS_STATUS_KEY] = add_teams_routes(app, service, settings)
+    app[TELEGRAM_STATUS_KEY] = "av"
+    if settings.telegram_bot_token and settings.telegram_webhook_url:
+        from bot.channels.telegram import add_webhook_route
+
+        app[TELEGRAM_STATUS_KEY] = add_webhook_route(app, service, settings)
     return app

@@ -12,6 +12,7 @@ in both modes. In a group the bot speaks only when addressed, and quotes the que
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
+from aiohttp import web
 from telegram import (
     Bot,
     BotCommand,
@@ -519,10 +521,12 @@ def build_application(
     *,
     retries: int = RETRIES,
     backoff: float = BACKOFF,
+    updater: bool = True,
 ) -> Application:
     """The python-telegram-bot Application with every handler, built in one place.
     `message_limit` is Telegram's; a smaller one lets a test see answers split. `retries` and
-    `backoff` are how a send that meets 429 or a server error is repeated."""
+    `backoff` are how a send that meets 429 or a server error is repeated. Without an
+    `updater`, the caller puts the updates on its queue (`add_webhook_route`)."""
     check_settings(settings)
     bot = SkippingBot(
         settings.telegram_bot_token or "",
@@ -532,15 +536,64 @@ def build_application(
         rate_limiter=RetryingRateLimiter(retries, backoff),
         **_base_urls(settings),
     )
-    app = (
-        Application.builder()
-        .updater(SkippingUpdater(bot, asyncio.Queue()))
-        .post_init(_set_commands)
-        .concurrent_updates(True)
-        .build()
-    )
+    builder = Application.builder()
+    # An updater brings its bot; without one, the Application takes the bot itself.
+    if updater:
+        builder = builder.updater(SkippingUpdater(bot, asyncio.Queue()))
+    else:
+        builder = builder.bot(bot).updater(None)
+    app = builder.post_init(_set_commands).concurrent_updates(True).build()
     TelegramBot(service, settings, message_limit).register(app)
     return app
+
+
+def add_webhook_route(
+    app: web.Application, service: ConversationService, settings: Settings
+) -> str:
+    """Telegram's webhook as a route of `serve`'s web app (python-telegram-bot's custom-webhook
+    pattern: an Application without an Updater, fed by this route), for TELEGRAM_BOT_TOKEN and
+    TELEGRAM_WEBHOOK_URL. One process and one engine then serve the HTTP API, Teams and
+    Telegram, and any number of replicas can sit behind the webhook's URL. Returns what the
+    start line says about Telegram."""
+    check_settings(settings)
+    assert settings.telegram_webhook_url is not None
+    telegram = build_application(service, settings, updater=False)
+    path = "/" + urlparse(settings.telegram_webhook_url).path.lstrip("/")
+    secret = (settings.telegram_webhook_secret or "").encode()
+
+    async def receive(request: web.Request) -> web.Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+        if not hmac.compare_digest(given, secret):
+            return web.Response(status=403)  # only Telegram knows the secret
+        try:
+            raw = json.loads(await request.read())
+        except ValueError:
+            return web.Response(status=400)
+        update = _readable(raw, telegram.bot)
+        if update is not None:  # one it cannot read: 200 all the same, or Telegram sends it again
+            await telegram.update_queue.put(Update.de_json(update, telegram.bot))
+        return web.Response()
+
+    async def start(_app: web.Application) -> None:
+        await telegram.initialize()
+        await _set_commands(telegram)
+        await telegram.start()
+        # Every replica registers the same URL; Telegram keeps one webhook per bot.
+        await telegram.bot.set_webhook(
+            settings.telegram_webhook_url,
+            secret_token=settings.telegram_webhook_secret,
+            allowed_updates=Update.ALL_TYPES,
+        )
+
+    async def stop(_app: web.Application) -> None:
+        if telegram.running:
+            await telegram.stop()
+        await telegram.shutdown()
+
+    app.router.add_post(path, receive)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return f"webhook på {path}"
 
 
 def run(service: ConversationService, settings: Settings) -> None:
