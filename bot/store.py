@@ -176,6 +176,33 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / FILE_NAME}"
 
 
+# Any fixed number: the PostgreSQL advisory lock that lets one process at a time migrate.
+MIGRATION_LOCK = 0x5753_7462  # "WStb"
+
+
+def migrate(engine: Engine) -> None:
+    """Create or bring the schema up to date with Alembic (bot/migrations). On PostgreSQL an
+    advisory lock, held until the migration commits, makes replicas that start together migrate
+    one at a time (each CREATE TABLE at once: one of them fails on the catalog's unique index)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def drop_everything(engine: Engine) -> None:
+    """Remove every table of the store and its migration record (for tests and resets)."""
+    metadata.drop_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
 class Store:
     """The conversation store. Safe to share between threads and between processes."""
 
@@ -195,7 +222,7 @@ class Store:
             )
             if sqlite:
                 event.listen(self._engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self._engine)
+            migrate(self._engine)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"Fikk ikke åpnet samtalelageret ({_safe(url)}: {exc.__class__.__name__}); sjekk "

@@ -3,9 +3,12 @@ started here), the real model, real files. A replica has only CHROMA_HOST and an
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from conftest import (
     SEED_KNOWLEDGE,
     chroma_server,
     console_script,
+    free_port,
     make_settings,
     subprocess_env,
 )
@@ -239,7 +243,7 @@ def test_one_conversation_alternating_between_two_replicas_keeps_its_state(
     its own connection to one PostgreSQL database: a conversation that moves between them
     keeps its follow-up, "kilde N" and 👍 as if it had stayed on one."""
     from bot.conversation import ConversationService, ReplyKind, Vote
-    from bot.store import Store, metadata
+    from bot.store import Store, drop_everything
 
     ingest(SEED_KNOWLEDGE, tmp_path / "ingest-data", chroma_port)
     nowhere = tmp_path / "nowhere"
@@ -267,4 +271,89 @@ def test_one_conversation_alternating_between_two_replicas_keeps_its_state(
     finally:
         for service in (a, b):
             service.engine.close()
-        metadata.drop_all(b.store._engine)
+        drop_everything(b.store._engine)
+
+
+def _serve(tmp_path: Path, name: str, chroma: int, database: str) -> tuple[subprocess.Popen, str]:
+    """`styringsbot serve` as in README's "Running several replicas": the Chroma server, the
+    database and an empty data dir."""
+    port = free_port()
+    log = (tmp_path / f"{name}.log").open("w")
+    process = subprocess.Popen(
+        [str(console_script("styringsbot")), "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=subprocess_env(
+            STYRINGSBOT_DATA_DIR=str(tmp_path / name),
+            STYRINGSBOT_KNOWLEDGE_DIR=str(tmp_path / "nowhere"),
+            CHROMA_HOST=HOST,
+            CHROMA_PORT=str(chroma),
+            STYRINGSBOT_DATABASE_URL=database,
+            STYRINGSBOT_CACHE_SECONDS="0",
+        ),
+    )
+    return process, f"http://{HOST}:{port}"
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def _ready(base: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{base} did not get ready:\n{log.read_text()}")
+
+
+def test_two_serve_replicas_behind_one_address_share_index_and_conversations(
+    tmp_path: Path, chroma_port: int, postgres_url: str
+) -> None:
+    from bot.store import Store, drop_everything
+
+    ingest(SEED_KNOWLEDGE, tmp_path / "ingest-data", chroma_port)
+    (a, base_a), (b, base_b) = (
+        _serve(tmp_path, "a", chroma_port, postgres_url),
+        _serve(tmp_path, "b", chroma_port, postgres_url),
+    )
+    try:
+        _ready(base_a, a, tmp_path / "a.log")
+        _ready(base_b, b, tmp_path / "b.log")
+        chat = {"conversation_id": "meeting-7"}
+        status, first = _post(
+            f"{base_a}/api/ask", {"question": "Hva er et etatsstyringsmøte?", **chat}
+        )
+        assert status == 200 and first["citations"]
+        status, follow = _post(f"{base_b}/api/ask", {"question": "Hvem leder det?", **chat})
+        assert status == 200
+        assert "kommunaldirektør" in follow["lead"].lower()  # read as a follow-up on B
+        status, thanks = _post(
+            f"{base_a}/api/feedback", {"turn_id": follow["turn_id"], "helpful": True, **chat}
+        )
+        assert status == 200 and thanks["thanks"]  # A knows the turn B answered
+
+        a.terminate()  # one replica goes away …
+        a.wait(timeout=30)
+        status, answer = _post(f"{base_b}/api/ask", {"question": "Hva er et fagmøte?", **chat})
+        assert status == 200 and answer["citations"]  # … the other serves on
+    finally:
+        for process in (a, b):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        drop_everything(Store(postgres_url)._engine)

@@ -26,9 +26,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened = Store(url)
     yield opened
     if request.param == "postgresql":  # one server for the module: leave it empty
-        from bot.store import metadata
+        from bot.store import drop_everything
 
-        metadata.drop_all(opened._engine)
+        drop_everything(opened._engine)
     opened.close()
 
 
@@ -113,3 +113,53 @@ def test_many_threads_write_at_once(store: Store) -> None:
     assert not errors, errors
     assert store.counts() == {"asked": 60}
     assert all(store.last_turn(f"chat{n}").id == f"{n}-9" for n in range(6))  # type: ignore[union-attr]
+
+
+def test_a_store_made_before_migrations_is_taken_over_with_its_data(tmp_path: Path) -> None:
+    """A store the bot created with SQLAlchemy's create_all (no migration record) keeps its
+    rows and is recorded at the first revision."""
+    from sqlalchemy import create_engine, text
+
+    from bot.store import metadata
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    with engine.begin() as db:
+        db.execute(text("INSERT INTO meta (key, value) VALUES ('kept', 'ja')"))
+    engine.dispose()
+
+    store = Store(url)
+    with store._engine.connect() as db:
+        assert db.execute(text("SELECT value FROM meta WHERE key = 'kept'")).scalar() == "ja"
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    store.add_turn(turn("t1"), keep=5)
+    assert store.last_turn("c") is not None
+
+
+def test_replicas_starting_together_on_an_empty_postgresql_all_open_it(
+    postgres_url: str,
+) -> None:
+    """Each CREATE TABLE at once fails on PostgreSQL's catalog: the migration lock serializes."""
+    from bot.store import drop_everything
+
+    drop_everything(Store(postgres_url)._engine)
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(Store(postgres_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert errors == [] and len(opened) == 6  # (without the lock they deadlock or fail)
+    opened[0].add_turn(turn("t1"), keep=5)
+    assert opened[-1].last_turn("c") is not None
+    drop_everything(opened[0]._engine)

@@ -1,0 +1,1 @@
+"""The conversation store's schema, created and migrated with Alembic (`bot.store.migrate`)."""
