@@ -79,13 +79,30 @@ class RemoteStore:
 
     # -- the pointer -------------------------------------------------------------------------
 
-    def current(self) -> IndexState | None:
-        """The published generation's state (None: nothing published yet)."""
+    def pointer(self) -> tuple[str, int] | None:
+        """(index id, generation) of the published generation: a small record, which replicas
+        read every few seconds (None: nothing published yet)."""
         got = self.state.get(ids=[POINTER_ID], include=["metadatas"])
         if not got["ids"]:
             return None
-        text = (got["metadatas"][0] or {}).get("data", "")
-        return state_from_text(text, f"{STATE_COLLECTION}/{POINTER_ID}")
+        meta = got["metadatas"][0] or {}
+        return str(meta["index_id"]), int(meta["generation"])
+
+    def current(self) -> IndexState | None:
+        """The published generation's state (None: nothing published yet)."""
+        found = self.pointer()
+        return None if found is None else self.state_of(*found)
+
+    def state_of(self, index_id: str, generation: int) -> IndexState:
+        """A published generation's state (its files' records: 2 MB at 50 000 chunks)."""
+        record = _state_id(index_id, generation)
+        got = self.state.get(ids=[record], include=["metadatas"])
+        if not got["ids"]:
+            raise StateDamaged(
+                f"Indeksen på Chroma-serveren mangler {record}; kjør «styringsbot ingest "
+                "--rebuild»."
+            )
+        return state_from_text((got["metadatas"][0] or {}).get("data", ""), record)
 
     def retired(self) -> dict[int, float]:
         """Replaced generations still kept, with the time they were replaced."""
@@ -102,12 +119,16 @@ class RemoteStore:
         if replaced is not None and replaced.index_id == state.index_id:
             retired[replaced.generation] = time.time()
         retired.pop(state.generation, None)
+        self.state.upsert(  # the state first, then the pointer to it
+            ids=[_state_id(state.index_id, state.generation)],
+            embeddings=[_NOWHERE],
+            metadatas=[{"data": json.dumps(asdict(state), ensure_ascii=False)}],
+        )
         self.state.upsert(
             ids=[POINTER_ID],
             embeddings=[_NOWHERE],
             metadatas=[
                 {
-                    "data": json.dumps(asdict(state), ensure_ascii=False),
                     "index_id": state.index_id,
                     "generation": state.generation,
                     "retired": json.dumps({str(k): v for k, v in retired.items()}),
@@ -233,18 +254,27 @@ class RemoteStore:
                         self.client.delete_collection(name)
         prefixes = {_prefix(IndexState(live.embedder, live.dim, live.index_id, g)) for g in keep}
         offset, stale = 0, set()
-        while True:
-            found = self.files.get(include=["metadatas"], limit=5000, offset=offset)
+        while True:  # ids only: an id starts with its generation's prefix ("index/gN/")
+            found = self.files.get(include=[], limit=5000, offset=offset)
             if not found["ids"]:
                 break
-            for meta in found["metadatas"]:
-                prefix = (meta or {}).get("prefix")
-                if prefix and prefix not in prefixes:
+            for record in found["ids"]:
+                prefix = "/".join(record.split("/")[:2]) + "/"
+                if prefix not in prefixes:
                     stale.add(prefix)
             offset += len(found["ids"])
         for prefix in stale:
             with contextlib.suppress(Exception):
                 self.files.delete(where={"prefix": prefix})
+        states = {_state_id(live.index_id, g) for g in keep}
+        with contextlib.suppress(Exception):
+            old = [
+                i
+                for i in self.state.get(include=[])["ids"]
+                if i.startswith("state/") and i not in states
+            ]
+            if old:
+                self.state.delete(ids=old)
         if set(self.retired()) != set(retired):
             self._set_retired(retired)
         return sorted(retired)
@@ -323,6 +353,10 @@ def _files_schema() -> Any:
     return schema
 
 
+def _state_id(index_id: str, generation: int) -> str:
+    return f"state/{index_id}/g{generation}"
+
+
 def _prefix(state: IndexState) -> str:
     return f"{state.index_id}/g{state.generation}/"
 
@@ -343,20 +377,17 @@ def sync_local(remote: RemoteStore, data_dir: Path) -> IndexState | None:
     the state file written when it names another generation (which is what a serving engine
     follows). Older local folders, beside the one in use before, are removed. Returns the
     current state (None: nothing published yet)."""
-    state = remote.current()
-    if state is None:
+    found = remote.pointer()  # a small record; the state itself only when it has moved
+    if found is None:
         return None
     local = IndexState.read(data_dir) if (data_dir / STATE_FILE).exists() else None
     if (
         local is not None
-        and (local.index_id, local.generation)
-        == (
-            state.index_id,
-            state.generation,
-        )
-        and (data_dir / state.lexical_dirname / "chunks.jsonl").exists()
+        and (local.index_id, local.generation) == found
+        and (data_dir / local.lexical_dirname / "chunks.jsonl").exists()
     ):
-        return state
+        return local
+    state = remote.state_of(*found)
     remote.pull(data_dir, state)
     state.write(data_dir)
     keep = {state.lexical_dirname, local.lexical_dirname if local else ""}

@@ -203,6 +203,7 @@ def test_a_killed_ingests_lease_runs_out_and_its_leftovers_are_removed(
     ingest(small_knowledge, tmp_path / "data", chroma_port)
     assert live.collection_name not in collection_names(chroma_port)
     assert not store.files.get(where={"prefix": f"{live.index_id}/g1/"}, include=[])["ids"]
+    assert f"state/{live.index_id}/g1" not in store.state.get(include=[])["ids"]
 
 
 def test_a_replica_on_an_empty_server_waits_for_the_ingest_that_holds_the_lock(
