@@ -304,31 +304,14 @@ def sync(
     manifest = Manifest.read(knowledge_dir)
     guide_files = _checked_guide(knowledge_dir)
     files, scope, outside = _scan(knowledge_dir, list(paths) if paths else None)
-    with ingest_lock(data_dir):
+    with ingest_lock(data_dir), contextlib.ExitStack() as held:
+        remote = None
         if chroma_host:
             # Every replica's index is on the server: one ingest at a time, on any machine,
             # starting from the generation published there.
             remote = RemoteStore(chroma_client(data_dir, chroma_host, chroma_port))
-            with remote.lock():
-                sync_local(remote, data_dir)
-                return _sync(
-                    knowledge_dir,
-                    data_dir,
-                    spec,
-                    manifest,
-                    guide_files,
-                    files,
-                    scope,
-                    outside,
-                    chroma_host=chroma_host,
-                    chroma_port=chroma_port,
-                    rebuild=rebuild,
-                    progress=progress,
-                    embedder=embedder,
-                    started=started,
-                    sentence_method=sentence_vectors,
-                    remote=remote,
-                )
+            held.enter_context(remote.lock())
+            sync_local(remote, data_dir)
         return _sync(
             knowledge_dir,
             data_dir,
@@ -345,6 +328,7 @@ def sync(
             embedder=embedder,
             started=started,
             sentence_method=sentence_vectors,
+            remote=remote,
         )
 
 

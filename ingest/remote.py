@@ -71,10 +71,10 @@ class RemoteStore:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.state = client.get_or_create_collection(
-            STATE_COLLECTION, schema=_files_schema(), embedding_function=None
+            STATE_COLLECTION, schema=_data_schema(), embedding_function=None
         )
         self.files = client.get_or_create_collection(
-            FILES_COLLECTION, schema=_files_schema(), embedding_function=None
+            FILES_COLLECTION, schema=_data_schema(), embedding_function=None
         )
 
     # -- the pointer -------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class RemoteStore:
         return str(got["documents"][0])
 
 
-def _files_schema() -> Any:
+def _data_schema() -> Any:
     """File pieces and the state are kept in a metadata field, not as documents: Chroma indexes
     every document for full-text search (8 MB of pieces took 4 s to add, and 9 times the space)
     and would index a string field for filtering; `data` is neither."""
