@@ -280,7 +280,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Kjører spørsmålene i en eller flere JSONL-filer og skriver hit@1/3/5, MRR@10, "
         "cited hit, lead hit, abstention recall, false abstention og svartid (p50/p95), og de "
         "samme tallene per språk, for oppfølgingspar og for nærliggende spørsmål uten svar. En "
-        "linje er et spørsmål («question») eller et oppfølgingspar («first» og «follow_up»).",
+        "linje er et spørsmål («question»), et oppfølgingspar («first» og «follow_up») eller et "
+        "merket utsagn for verifikatoren av genererte svar («statement», «passage», «supported»).",
     )
     evaluate.add_argument(
         "files", type=Path, nargs="+", metavar="FIL.jsonl", help="spørsmålsfiler, én eller flere"
@@ -292,10 +293,15 @@ def _parser() -> argparse.ArgumentParser:
         help="tilpass svarleseren og regelen for når boten sier «finner ikke svar»",
         description="Tilpasser svarleseren (hvilken setning som svarer) på merkede setninger og "
         "deretter avståelsesregelen på merkede spørsmål (abstain true/false), og lagrer begge i "
-        "datamappen (eller --output). Filene har samme form som for eval.",
+        "datamappen (eller --output). Filene har samme form som for eval. Linjer med «statement», "
+        "«passage» og «supported» tilpasser verifikatoren for genererte svar (STYRINGSBOT_LLM).",
     )
     calibrate.add_argument(
-        "files", type=Path, nargs="+", metavar="FIL.jsonl", help="merkede spørsmålsfiler"
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FIL.jsonl",
+        help="merkede spørsmålsfiler (og utsagnspar for verifikatoren)",
     )
     calibrate.add_argument(
         "--output", type=Path, default=None, metavar="MAPPE", help="hvor reglene lagres"
@@ -667,13 +673,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from bot.evaluation import report_json, run
+    from bot.verifier import Features, Pair, VerifierModel, is_pair, measure, table
 
     settings = _settings()
-    questions = [q for path in args.files for q in _questions(path)]
+    items = [q for path in args.files for q in _questions(path)]
+    questions = [q for q in items if not is_pair(q)]
+    pairs = [Pair.from_item(q) for q in items if is_pair(q)]
     engine = _open_engine(settings)
+    checked = None
+    if pairs:  # statement–passage pairs: the verifier of generated answers
+        model = VerifierModel.for_index(settings.data_dir, engine.embedder.id)
+        checked = measure(Features(engine.embedder, lambda: engine.retriever.idf), model, pairs)
+    if not questions:
+        print(json.dumps({"verifier": checked}, indent=1) if args.json else table(checked))
+        return 0
     report, outcomes = run(engine, questions)
     if args.json:
-        print(report_json(report, outcomes))
+        print(report_json(report, outcomes, checked))
         return 0
     for o in outcomes:
         wrong = (o.abstain_expected != o.abstained) or (
@@ -684,6 +700,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             status = "avstod" if o.abstained else "svarte"
             print(f"  {o.id}: rang {rank}, {status}: {o.question}", file=sys.stderr)
     print(report.table())
+    if checked is not None:
+        print("\n" + table(checked))
     if engine.generator is not None:  # STYRINGSBOT_LLM: what the generated path did
         from bot.generate import summary
 
@@ -695,11 +713,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from bot.abstention import FITTED_NAME as ABSTENTION_NAME
     from bot.calibration import CalibrationError, calibrate
     from bot.reader import FITTED_NAME as READER_NAME
+    from bot.verifier import FITTED_NAME as VERIFIER_NAME
+    from bot.verifier import Features, Pair, VerifierError, is_pair
+    from bot.verifier import fit as fit_verifier
 
     settings = _settings()
-    questions = [q for path in args.files for q in _questions(path)]
+    items = [q for path in args.files for q in _questions(path)]
+    questions = [q for q in items if not is_pair(q)]
+    pairs = [Pair.from_item(q) for q in items if is_pair(q)]
     engine = _open_engine(settings)
-    names = ", ".join(path.name for path in args.files)
+    output = args.output or settings.data_dir
+    if pairs:
+        on = ", ".join(path.name for path in args.files if any(map(is_pair, _questions(path))))
+        try:
+            features = Features(engine.embedder, lambda: engine.retriever.idf)
+            verifier = fit_verifier(features, pairs, fitted_on=on)
+        except VerifierError as exc:
+            raise UserError(
+                "Verifikatoren trenger både utsagn kildene støtter og utsagn de ikke støtter "
+                "(supported: true/false)."
+            ) from exc
+        output.mkdir(parents=True, exist_ok=True)
+        verifier.model.save(output / VERIFIER_NAME)
+        held = verifier.held_out
+        print(
+            f"Lagret verifikatoren for genererte svar i {output}: med terskel "
+            f"{held['threshold']:.2f} beholder den, kryssvalidert, {held['supported_kept']:.3f} "
+            f"av utsagnene kildene støtter og slipper gjennom {held['unsupported_passed']:.3f} "
+            f"av dem de ikke støtter ({len(pairs)} par)."
+        )
+    if not questions:
+        return 0
+    names = ", ".join(path.name for path in args.files if not all(map(is_pair, _questions(path))))
     try:
         fitted = calibrate(engine, questions, fitted_on=names)
     except CalibrationError as exc:
@@ -707,7 +752,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "Kalibreringen trenger både besvarbare spørsmål med expect_any og spørsmål uten svar "
             "(abstain: true)."
         ) from exc
-    output = args.output or settings.data_dir
     output.mkdir(parents=True, exist_ok=True)
     fitted.reader.save(output / READER_NAME)
     fitted.abstention.save(output / ABSTENTION_NAME)

@@ -108,8 +108,12 @@ class Engine:
         self.generator: Generator | None = None
         if settings.llm:
             from bot.generate import Generator, chat_model
+            from bot.verifier import VerifierModel
 
-            self.generator = Generator(chat_model(settings), embedder)
+            verifier = VerifierModel.for_index(settings.data_dir, embedder.id)
+            self.generator = Generator(
+                chat_model(settings), embedder, verifier, lambda: self.retriever.idf
+            )
         # Why the newest index.json could not be taken into use (None: the newest is in use).
         self.index_problem: str | None = None
         self._failed_stamp = 0

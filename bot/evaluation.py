@@ -3,7 +3,9 @@
 A file holds single questions (`question`) and follow-up pairs (`first`, `follow_up`); a pair is
 asked as a conversation would ask it, through the conversation service, and scored on the
 follow-up. Answers are scored on their passages (hit@k, MRR), their citations (cited hit) and their
-lead (lead hit: the first statement or quote the answer gives holds an expected phrase).
+lead (lead hit: the first statement or quote the answer gives holds an expected phrase). Lines with
+a `statement` and a `passage` are labelled pairs for the verifier of generated answers
+(`bot.verifier`), scored apart.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from bot.answer import Answer
 from bot.engine import Engine
+from bot.verifier import Pair, VerifierError, is_pair
 from ingest.clean import fold as normalize
 
 EVAL_K = 10
@@ -40,13 +43,17 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             item = json.loads(line)
+            if is_pair(item):  # a statement–passage pair for the verifier
+                Pair.from_item(item)
+                questions.append(item)
+                continue
             if "follow_up" in item:
                 item["first"], item["question"] = item["first"], item["follow_up"]
             item["question"], item.setdefault("expect_any", []), item.setdefault("abstain", False)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, VerifierError) as exc:
             raise EvalFileError(
                 f"Linje {number} i {path} er ikke et JSON-objekt med «question» (eller «first» "
-                "og «follow_up»); rett linjen."
+                "og «follow_up», eller «statement» og «passage»); rett linjen."
             ) from exc
         questions.append(item)
     return questions
@@ -262,9 +269,14 @@ def _groups(outcomes: list[Outcome]) -> dict[str, Scores]:
     return {name: Scores.of(items) for name, items in sorted(groups.items())}
 
 
-def report_json(report: Report, outcomes: list[Outcome]) -> str:
+def report_json(
+    report: Report, outcomes: list[Outcome], verifier: dict[str, Any] | None = None
+) -> str:
+    data: dict[str, Any] = {"metrics": asdict(report), "questions": [asdict(o) for o in outcomes]}
+    if verifier is not None:
+        data["verifier"] = verifier
     return json.dumps(
-        {"metrics": asdict(report), "questions": [asdict(o) for o in outcomes]},
+        data,
         ensure_ascii=False,
         indent=1,
     )

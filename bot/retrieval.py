@@ -140,6 +140,11 @@ class Retriever:
         counts = index.lexical.counts
         self.speller = Speller(counts) if counts else None
 
+    @property
+    def idf(self) -> tuple[dict[str, float], float]:
+        """Each indexed term's IDF, and the IDF of a term the index has never seen."""
+        return self._idf, self._unseen_idf
+
     def reader(self, model: ReaderModel) -> Reader:
         """The answer reader over this index, with the same words and weights as the search."""
         return Reader(self.index, self.analyzer, self._idf, self._unseen_idf, model)

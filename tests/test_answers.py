@@ -429,6 +429,47 @@ def test_calibrate_fits_the_reader_and_the_rule_into_the_data_dir(
     assert "Traceback" not in refused.stderr and refused.stderr.startswith("Feil: ")
 
 
+def test_calibrate_fits_the_verifier_on_pairs_and_eval_measures_it(
+    tmp_path: Path, seed_data: Path
+) -> None:
+    """Statement–passage pairs fit the verifier of generated answers into the data dir, where an
+    engine with a language model configured takes it; eval reports it on other pairs."""
+    data = tmp_path / "data"
+    shutil.copytree(seed_data, data)
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text((benchmarks / "fit" / "verifier-pairs.jsonl").read_text(encoding="utf-8"))
+    result = _run(tmp_path, data, "calibrate", str(pairs))
+    assert result.returncode == 0, result.stderr
+    assert "Lagret verifikatoren" in result.stdout and "(170 par)" in result.stdout
+    assert not (data / "reader.json").exists()  # no questions: the reader is left as it was
+    fitted = json.loads((data / "verifier.json").read_text(encoding="utf-8"))
+    assert fitted["fitted_on"] == "pairs.jsonl" and 0.05 <= fitted["threshold"] <= 0.95
+    from bot.engine import Engine
+
+    settings = make_settings(
+        data, SEED_KNOWLEDGE, llm="openai:stand-in", llm_base_url="http://127.0.0.1:9/v1"
+    )
+    engine = Engine.open(settings, progress=False)
+    assert engine.generator is not None
+    assert engine.generator.verifier.fitted_on == "pairs.jsonl"
+
+    measured = _run(tmp_path, data, "eval", str(benchmarks / "measure" / "verifier-pairs.jsonl"))
+    assert measured.returncode == 0, measured.stderr
+    assert re.search(r"verifier \(threshold 0\.\d\d\): 165 pairs", measured.stdout)
+    assert "kind subtle-error" in measured.stdout
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"statement": "Uten kilde.", "passage": 3}) + "\n")
+    refused = _run(tmp_path, data, "calibrate", str(broken))
+    assert refused.returncode == 2 and refused.stderr.startswith("Feil: Linje 1")
+    one_kind = tmp_path / "one-kind.jsonl"
+    row = {"statement": "Møtet ledes av kommunaldirektør.", "passage": "Ledes av kommunaldirektør."}
+    one_kind.write_text(json.dumps(row | {"supported": True}, ensure_ascii=False) + "\n")
+    refused = _run(tmp_path, data, "calibrate", str(one_kind))
+    assert refused.returncode == 2 and "Verifikatoren trenger" in refused.stderr
+
+
 def test_an_index_without_sentence_texts_still_reads_sentences(
     tmp_path: Path, seed_data: Path
 ) -> None:
