@@ -12,7 +12,7 @@ default, which was fitted on the seed corpus with the default embedder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot import logistic
@@ -36,20 +36,10 @@ FITTED_NAME = "abstention.json"
 
 
 @dataclass(frozen=True)
-class AbstentionModel(logistic.JsonModel):
-    embedder: str
-    mean: list[float]
-    scale: list[float]
-    coef: list[float]
-    intercept: float
-    threshold: float = 0.5
-    fitted_on: str = ""
-    features: tuple[str, ...] = FEATURES
+class AbstentionModel(logistic.Rule):
+    """`probability`: the estimated probability that the documents answer the question."""
 
-    def probability(self, signals: dict[str, float]) -> float:
-        """Estimated probability that the documents answer the question."""
-        values = [signals.get(name, 0.0) for name in self.features]
-        return logistic.probability(values, self.mean, self.scale, self.coef, self.intercept)
+    features: tuple[str, ...] = FEATURES
 
     def abstains(self, signals: dict[str, float]) -> bool:
         return self.probability(signals) < self.threshold
@@ -61,21 +51,7 @@ class AbstentionModel(logistic.JsonModel):
 
     @classmethod
     def for_index(cls, data_dir: Path, embedder_id: str) -> AbstentionModel:
-        fitted = data_dir / FITTED_NAME
-        if fitted.exists():
-            model = cls.load(fitted)
-            if model.embedder == embedder_id and model.features == FEATURES:
-                return model
-        default = cls.load(DEFAULT_PATH)
-        if default.embedder == embedder_id:
-            return default
-        # Another model's cosine scores live on another scale: until `calibrate` has fitted a rule
-        # for it, decide without the cosine.
-        coef = [
-            0.0 if name == "dense_top" else w
-            for name, w in zip(default.features, default.coef, strict=True)
-        ]
-        return replace(default, embedder=embedder_id, coef=coef, fitted_on="without cosine")
+        return cls.pick(data_dir / FITTED_NAME, DEFAULT_PATH, embedder_id, ("dense_top",))
 
 
 def fit(

@@ -718,13 +718,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from bot.verifier import fit as fit_verifier
 
     settings = _settings()
-    items = [q for path in args.files for q in _questions(path)]
-    questions = [q for q in items if not is_pair(q)]
-    pairs = [Pair.from_item(q) for q in items if is_pair(q)]
+    read = {path: _questions(path) for path in args.files}
+    questions = [q for items in read.values() for q in items if not is_pair(q)]
+    pairs = [Pair.from_item(q) for items in read.values() for q in items if is_pair(q)]
     engine = _open_engine(settings)
     output = args.output or settings.data_dir
     if pairs:
-        on = ", ".join(path.name for path in args.files if any(map(is_pair, _questions(path))))
+        on = ", ".join(path.name for path, items in read.items() if any(map(is_pair, items)))
         try:
             features = Features(engine.embedder, lambda: engine.retriever.idf)
             verifier = fit_verifier(features, pairs, fitted_on=on)
@@ -744,7 +744,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     if not questions:
         return 0
-    names = ", ".join(path.name for path in args.files if not all(map(is_pair, _questions(path))))
+    names = ", ".join(path.name for path, items in read.items() if not all(map(is_pair, items)))
     try:
         fitted = calibrate(engine, questions, fitted_on=names)
     except CalibrationError as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def probability(
@@ -71,3 +71,44 @@ class JsonModel:
         data = json.loads(path.read_text(encoding="utf-8"))
         data["features"] = tuple(data.get("features", features))
         return data
+
+
+@dataclass(frozen=True)
+class Rule(JsonModel):
+    """A fitted logistic rule over named signals and its threshold (abstention, the verifier)."""
+
+    embedder: str
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    threshold: float = 0.5
+    fitted_on: str = ""
+    features: tuple[str, ...] = ()
+
+    def probability(self, signals: dict[str, float]) -> float:
+        values = [signals.get(name, 0.0) for name in self.features]
+        return probability(values, self.mean, self.scale, self.coef, self.intercept)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        return cls(**cls.read(path, cls.__dataclass_fields__["features"].default))
+
+    @classmethod
+    def pick(cls, fitted: Path, default: Path, embedder_id: str, scaled: tuple[str, ...]) -> Self:
+        """The fit in the data dir (`fitted`) when it is for this embedder and these features,
+        else the shipped one (`default`). Another embedder's cosines (the `scaled` signals) live
+        on another scale: until `calibrate` has fitted a rule for it, decide without them."""
+        features = cls.__dataclass_fields__["features"].default
+        if fitted.exists():
+            model = cls.load(fitted)
+            if model.embedder == embedder_id and model.features == features:
+                return model
+        shipped = cls.load(default)
+        if shipped.embedder == embedder_id:
+            return shipped
+        coef = [
+            0.0 if name in scaled else w
+            for name, w in zip(shipped.features, shipped.coef, strict=True)
+        ]
+        return replace(shipped, embedder=embedder_id, coef=coef, fitted_on="without cosine")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,45 +167,17 @@ class Features:
 
 
 @dataclass(frozen=True)
-class VerifierModel(logistic.JsonModel):
-    embedder: str
-    mean: list[float]
-    scale: list[float]
-    coef: list[float]
-    intercept: float
-    threshold: float = 0.5
-    fitted_on: str = ""
-    features: tuple[str, ...] = FEATURES
+class VerifierModel(logistic.Rule):
+    """`probability`: the estimated probability that the passage supports the statement."""
 
-    def probability(self, signals: dict[str, float]) -> float:
-        """Estimated probability that the passage supports the statement."""
-        values = [signals.get(name, 0.0) for name in self.features]
-        return logistic.probability(values, self.mean, self.scale, self.coef, self.intercept)
+    features: tuple[str, ...] = FEATURES
 
     def supports(self, signals: dict[str, float]) -> bool:
         return self.probability(signals) >= self.threshold
 
     @classmethod
-    def load(cls, path: Path) -> VerifierModel:
-        return cls(**cls.read(path, FEATURES))
-
-    @classmethod
     def for_index(cls, data_dir: Path, embedder_id: str) -> VerifierModel:
-        """A fit in the data dir for this embedder, else the shipped one; for another embedder,
-        whose cosines live on another scale, the shipped one without them until refitted."""
-        fitted = data_dir / FITTED_NAME
-        if fitted.exists():
-            model = cls.load(fitted)
-            if model.embedder == embedder_id and model.features == FEATURES:
-                return model
-        default = cls.load(DEFAULT_PATH)
-        if default.embedder == embedder_id:
-            return default
-        coef = [
-            0.0 if name in COSINES else w
-            for name, w in zip(default.features, default.coef, strict=True)
-        ]
-        return replace(default, embedder=embedder_id, coef=coef, fitted_on="without cosine")
+        return cls.pick(data_dir / FITTED_NAME, DEFAULT_PATH, embedder_id, COSINES)
 
 
 @dataclass(frozen=True)
