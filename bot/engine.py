@@ -49,8 +49,9 @@ def _remote_store(settings: Settings) -> RemoteStore | None:
     return RemoteStore(chroma_client(settings.data_dir, settings.chroma_host, settings.chroma_port))
 
 
-def _wait_for_index(remote: RemoteStore, settings: Settings) -> None:
-    """Wait until another process has published the first index, and copy it here."""
+def _wait_for_index(remote: RemoteStore, settings: Settings) -> bool:
+    """Wait until another process has published the first index, and copy it here. False when
+    that process let go of the ingest lock without publishing (it failed or was stopped)."""
     holder = remote.locked() or "ukjent prosess"
     log.warning("Waiting for the ingest on %s to build the index on the Chroma server", holder)
     print(
@@ -61,11 +62,9 @@ def _wait_for_index(remote: RemoteStore, settings: Settings) -> None:
     deadline = time.monotonic() + BUILD_WAIT_SECONDS
     while time.monotonic() < deadline:
         if sync_local(remote, settings.data_dir) is not None:
-            return
-        if remote.locked() is None and sync_local(remote, settings.data_dir) is None:
-            raise IndexMissing(
-                "Den andre prosessen stoppet uten å bygge indeksen; kjør «styringsbot ingest»."
-            )
+            return True
+        if remote.locked() is None:
+            return sync_local(remote, settings.data_dir) is not None
         time.sleep(1.0)
     raise IndexMissing("Ingen indeks ble bygd i løpet av en time; kjør «styringsbot ingest».")
 
@@ -218,16 +217,20 @@ class Engine:
             if not build_if_missing:
                 raise
             embedder = spec.build()
-            if remote is not None and remote.locked():
-                _wait_for_index(remote, settings)
-            else:
+            # Build it here unless another process holds the ingest lock; then wait for what it
+            # publishes, and build here after all if it lets go of the lock without publishing.
+            while True:
+                if remote is not None and remote.locked():
+                    if _wait_for_index(remote, settings):
+                        break
+                    continue  # let go without publishing: build here if the lock stays free
                 if on_build:
                     on_build()
                 try:
                     sync_index(settings, progress=progress, embedder=embedder)
-                except IngestLocked:  # another replica started building first
-                    assert remote is not None
-                    _wait_for_index(remote, settings)
+                    break
+                except IngestLocked:  # another replica started building first: wait for it
+                    continue
             index = Index.open(
                 settings.data_dir, spec.id, settings.chroma_host, settings.chroma_port
             )
