@@ -410,7 +410,8 @@ def _int8_columns(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _layer_model(layer: _Layer, dim: int, heads: int, eps: float):  # type: ignore[no-untyped-def]
     """The ONNX graph of one encoder layer, as `E5Encoder._layer` computes it: x (B, L, H) and
     the attention bias in, the layer's output out; the projections quantize their input to 8
-    bits per call and multiply by int8 weights (ONNX Runtime's DynamicQuantizeMatMul)."""
+    bits per call and multiply by int8 weights (ONNX Runtime's DynamicQuantizeMatMul), and GELU
+    takes its exact (erf) form, the one the model was trained with."""
     from onnx import TensorProto, helper, numpy_helper
 
     hd = dim // heads

@@ -513,7 +513,9 @@ def test_an_image_without_text_gets_i_read_text(make_server: Callable[..., Serve
 
 
 def test_markup_in_a_question_is_harmless(make_server: Callable[..., Server]):
-    reply = converse(make_server(), lambda teams: teams.send("<b>x</b> & *y* _z_ [l](http://a)"))
+    # A real question in markup: answered, with its buttons (markup alone is no question).
+    question = "<b>Hvem</b> leder *etatsstyringsmøtet*? & _z_ [l](http://a)"
+    reply = converse(make_server(), lambda teams: teams.send(question))
     card = card_of(only_message(reply))  # TextBlocks checked to be labels only
     assert card_text(card).strip()
     assert of_type(card, "Action.Submit")
