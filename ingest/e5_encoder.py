@@ -180,6 +180,7 @@ class E5Encoder:
         self.positions = floats("emb.pos", MAXP * H).reshape(MAXP, H)
         self.token_type = floats("emb.type", H)
         self.emb_ln = (floats("emb.ln.w", H), floats("emb.ln.b", H))
+        self.depth = NL
         self.layers: list[_Layer] = []
         for i in range(NL):
             layer = _Layer()
@@ -203,7 +204,7 @@ class E5Encoder:
         self._sessions = []
         if precision == "int8":  # the sessions hold the weights: the float copies can go
             self._sessions = [self._session(layer) for layer in self.layers]
-            self.layers = [_Layer() for _ in self.layers]
+            self.layers = []
 
     # -- text ------------------------------------------------------------------------------
 
@@ -317,7 +318,7 @@ class E5Encoder:
         for layer in range(FORK_LAYER):
             x = self._apply(layer, x, whole, B, L)
         spans = x if (groups > 0).any() else None
-        for layer in range(FORK_LAYER, len(self.layers)):
+        for layer in range(FORK_LAYER, self.depth):
             x = self._apply(layer, x, whole, B, L)
         if spans is not None:
             # A span's tokens attend to themselves and to what all spans share (the prefix,
@@ -326,7 +327,7 @@ class E5Encoder:
             shared = (groups == 0)[:, None, :]
             allowed = (same | shared) & real[:, None, :]
             own = np.where(allowed, 0.0, -1e9).astype(np.float32)[:, None, :, :]
-            for layer in range(FORK_LAYER, len(self.layers)):
+            for layer in range(FORK_LAYER, self.depth):
                 spans = self._apply(layer, spans, own, B, L)
             spans = spans.reshape(B, L, H)
         x = x.reshape(B, L, H)
