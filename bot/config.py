@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     passage_prefix: str | None = Field(None, validation_alias=_env("STYRINGSBOT_PASSAGE_PREFIX"))
 
     # How ingest makes a sentence's vector: "apart" embeds each sentence with its document's title
-    # (the better answers); "fork" takes it from its chunk's own pass (about a third less ingest
+    # (the better answers); "fork" takes it from its chunk's own pass (about a quarter less ingest
     # CPU, for large archives; the built-in model only).
     sentence_vectors: Literal["apart", "fork"] = Field(
         "apart", validation_alias=_env("STYRINGSBOT_SENTENCE_VECTORS")
