@@ -433,7 +433,9 @@ def _best_per_passage(reading: Reading) -> dict[int, Candidate]:
 
 def _topic(result: SearchResult) -> str:
     """What a follow-up to this question is about: the meeting forms, documents and terms the
-    guide found, else the question's rarest words (the earlier topic when it names nothing)."""
+    guide found, else the question's rarest words that the documents have (the earlier topic
+    when it names nothing). An English question's are its Norwegian words as searched: "How many
+    top management teams …" is about «toppledergrupper», not «How many through»."""
     match = result.guide
     names = [card.name for card in match.cards] + [term.norwegian for term in match.terms]
     if names:
@@ -445,12 +447,19 @@ def _topic(result: SearchResult) -> str:
     if plan and plan.context and plan.context.topic:
         return plan.context.topic
     weights = result.term_weights
-    rare = sorted((t for t in weights if "_" not in t), key=lambda t: -weights[t])[:3]
+    known = [t for t in weights if "_" not in t and t in result.known_terms]
+    rare = sorted(known, key=lambda t: -weights[t])[:3]
     if not plan or not rare or result.analyzer is None:
         return ""
     analyze = result.analyzer
-    kept = [w for w in re.findall(r"\w+", plan.text) if set(analyze.terms(w)) & set(rare)]
-    return " ".join(dict.fromkeys(kept))
+    kept: list[str] = []
+    covered: set[str] = set()
+    for word in re.findall(r"\w+", f"{plan.text} {result.expansion}"):
+        terms = set(analyze.terms(word)) & set(rare)
+        if terms - covered:  # one word for each: not "toppledergrupper toppledergruppene"
+            kept.append(word)
+            covered |= terms
+    return " ".join(kept)
 
 
 def _unexpanded(result: SearchResult) -> bool:

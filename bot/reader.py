@@ -367,7 +367,15 @@ class Reader:
             # quote the sentence for what is asked.
             label = labels[rank].get(folded, "")
             around = context_terms | lead_terms | (self._terms(label) if label else frozenset())
-            anchored = not anchors or bool(anchors & around) or bool(features["guide"])
+            # A follow-up's topic is the passage its earlier answer cited ("hvor ofte skal
+            # virksomhetene gjennomføre den?" after «Hva er 10-faktor?»): there the topic's
+            # words need not stand again.
+            anchored = (
+                not anchors
+                or bool(anchors & around)
+                or bool(features["guide"])
+                or bool(features["earlier"])
+            )
             candidates.append(Candidate(rank, text, lead, features, score, anchored))
         candidates.sort(key=lambda c: (-c.score, c.passage))
         return Reading(candidates)

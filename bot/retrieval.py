@@ -94,6 +94,7 @@ class SearchResult:
     signals: Signals = field(default_factory=Signals)
     language: str = "nb"
     term_weights: dict[str, float] = field(default_factory=dict)  # stemmed query term → IDF
+    known_terms: frozenset[str] = frozenset()  # of those, the ones the index has
     guide: GuideMatch = field(default_factory=GuideMatch)
     pinned: int = 0  # how many of the first passages the role guide put there
     guide_cites: list[tuple[Cite, str]] = field(default_factory=list)  # (quote, chunk id)
@@ -258,6 +259,7 @@ class Retriever:
             query_vector=query_vector,
             expansion=" ".join(part for part in (expansion, translation) if part),
             focus=self._focus(plan),
+            known_terms=frozenset(t for t in query_terms if t in self._idf),
         )
 
     def _focus(self, plan: QueryPlan) -> str:

@@ -248,6 +248,32 @@ def test_a_follow_up_is_answered_on_what_it_asks(seed_engine, first, follow_up, 
     assert phrase in fold(turn.answer.lead), turn.answer.lead
 
 
+def test_an_english_questions_topic_is_the_norwegian_words_the_documents_have(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """A follow-up searches with its earlier question's topic; for an English question that names
+    no meeting form or term, the topic is its rarest words as searched in Norwegian, never the
+    untranslated English ones the index does not have ("How many through")."""
+    question = "How many top management teams went through the development programme in 2017–2019?"
+    topic = seed_engine.ask(question).follow_up_context().topic
+    assert "toppledergrupper" in topic.split(), topic
+    assert not {"how", "many", "through", "teams"} & set(topic.lower().split()), topic
+
+
+def test_a_follow_up_is_supported_by_the_passage_its_earlier_answer_cited(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """ "hvor ofte skal virksomhetene gjennomføre den?" after «Hva er 10-faktor?»: the sentence
+    that answers ("hvert annet år") stands in the passage the first answer cited, without the
+    topic's words; it still counts as a sentence about the question, so the asked-for frequency
+    is found there (the abstention rule's type support)."""
+    context = seed_engine.ask("Hva er 10-faktor?").follow_up_context()
+    trace = seed_engine.trace("hvor ofte skal virksomhetene gjennomføre den?", context=context)
+    answering = [c for c in trace.reading.candidates if "hvert annet år" in c.text]
+    assert answering, [c.text for c in trace.reading.candidates[:5]]
+    assert answering[0].features["earlier"] == 1.0
+    assert answering[0].anchored
+    assert trace.reading.type_support() == 1.0
+    alone = seed_engine.trace("hvor ofte skal virksomhetene gjennomføre den?")
+    assert alone.reading.type_support() < 1.0  # alone, nothing says what "den" is
+
+
 def test_the_follow_up_context_stays_short_however_long_the_chain(seed_engine) -> None:  # type: ignore[no-untyped-def]
     service = ConversationService(seed_engine)
     service.ask("chat", "Hvem leder etatsstyringsmøtet?")
