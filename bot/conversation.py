@@ -34,7 +34,6 @@ from bot.messages import Messages, say
 from bot.privacy import mask
 from bot.query import FollowUpContext
 from bot.store import Kind, Progress, Store, StoredTurn
-from ingest.lexical import tokenize
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -57,17 +56,41 @@ QuestionLog = Literal["off", "gaps", "all"]
 _FOLLOW_UP_START = re.compile(
     r"^(og|men|så|hva med|hvem da|hvordan da|enn|and|but|what about|how about)\b", re.IGNORECASE
 )
+# Words that point back ("… gjennomføre den?", "korleis blir dei sette saman?", "did it have?").
 _PRONOUNS = re.compile(
-    r"\b(det|den|dette|denne|disse|de|dem|der|it|this|that|they|them|there)\b", re.IGNORECASE
+    r"\b(det|den|dette|denne|disse|de|dem|der|dei|it|its|this|that|these|those|they|them|their"
+    r"|there)\b",
+    re.IGNORECASE,
 )
+# Question and function words of bokmål, nynorsk and English: what a question has besides them is
+# what it names of its own.
+_FUNCTION_TEXT = """
+    hva hvem hvor hvordan hvorfor når hvilke hvilken hvilket kva kven kvar korleis kvifor kor
+    er var blir ble bli vert vart skal skulle kan kunne må måtte bør burde vil ville har hadde
+    får fikk gjør gjøre gjort som om i på til av for med fra frå ved etter før under over mellom
+    uten utan ein eit ei en et ett noe noen noko nokon mange mye mykje ofte ikke ikkje
+    the a an is are was were be been do does did have has had can could should would will shall
+    must may might what who whom where when why how which many much often any some of in on at
+    to for from with by about not no"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_TEXT.split())
+FOLLOW_UP_WORDS = 3  # a question that points back and names at most this many words of its own
 
 
 def is_follow_up(question: str) -> bool:
-    """A question that leans on the previous turn: starts like a follow-up, or is too thin alone."""
+    """A question that leans on the previous turn: it starts like a follow-up ("og …", "and …"),
+    or it points back (det, den, dei, it, they …) and names little of its own ("hvor ofte skal
+    virksomhetene gjennomføre den?"; not "Hvor mange ansatte har Oslo kommune totalt?")."""
     text = question.strip()
     if _FOLLOW_UP_START.match(text):
         return True
-    return len(tokenize(text)) <= 2 and bool(_PRONOUNS.search(text))
+    if not _PRONOUNS.search(text):
+        return False
+    own = [
+        word
+        for word in re.findall(r"\w+", text.lower())
+        if word not in _FUNCTION_WORDS and not _PRONOUNS.fullmatch(word)
+    ]
+    return len(own) <= FOLLOW_UP_WORDS
 
 
 # ---------------------------------------------------------------------------------------------

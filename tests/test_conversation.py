@@ -196,8 +196,14 @@ def test_one_table_feeds_every_menu_and_help() -> None:
         ("Hva med kontaktmøter?", True),
         ("and who writes the minutes?", True),
         ("hvem gjør det?", True),
+        ("hvor ofte skal virksomhetene gjennomføre den?", True),
+        ("korleis blir dei sette saman?", True),
+        ("how many sessions did it have?", True),
         (MRS, False),
         (CHAIR, False),
+        ("Hvilke kjennetegn skal tillitsbasert styring og ledelse ha ifølge byrådssaken?", False),
+        ("Hva er det viktigste formålet med etatsstyringsmøtet i byrådsavdelingen?", False),
+        ("What does the document say they should do about detailed management?", False),
     ],
 )
 def test_is_follow_up(question: str, follows: bool) -> None:
