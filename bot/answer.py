@@ -447,15 +447,15 @@ def _topic(result: SearchResult) -> str:
     if plan and plan.context and plan.context.topic:
         return plan.context.topic
     weights = result.term_weights
-    known = [t for t in weights if "_" not in t and t in result.known_terms]
-    rare = sorted(known, key=lambda t: -weights[t])[:3]
+    known = [t for t in weights if t in result.known_terms]
+    rare = set(sorted(known, key=lambda t: -weights[t])[:3])
     if not plan or not rare or result.analyzer is None:
         return ""
     analyze = result.analyzer
     kept: list[str] = []
     covered: set[str] = set()
     for word in re.findall(r"\w+", f"{plan.text} {result.expansion}"):
-        terms = set(analyze.terms(word)) & set(rare)
+        terms = set(analyze.terms(word)) & rare
         if terms - covered:  # one word for each: not "toppledergrupper toppledergruppene"
             kept.append(word)
             covered |= terms

@@ -34,6 +34,7 @@ from bot.messages import Messages, say
 from bot.privacy import mask
 from bot.query import FollowUpContext
 from bot.store import Kind, Progress, Store, StoredTurn
+from ingest import lexical
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -62,16 +63,12 @@ _PRONOUNS = re.compile(
     r"|there)\b",
     re.IGNORECASE,
 )
-# Question and function words of bokmål, nynorsk and English: what a question has besides them is
-# what it names of its own.
+# Question and function words the stop lists lack (ingest.lexical.words drops the others): what
+# a question has besides them is what it names of its own.
 _FUNCTION_TEXT = """
-    hva hvem hvor hvordan hvorfor når hvilke hvilken hvilket kva kven kvar korleis kvifor kor
-    er var blir ble bli vert vart skal skulle kan kunne må måtte bør burde vil ville har hadde
-    får fikk gjør gjøre gjort som om i på til av for med fra frå ved etter før under over mellom
-    uten utan ein eit ei en et ett noe noen noko nokon mange mye mykje ofte ikke ikkje
-    the a an is are was were be been do does did have has had can could should would will shall
-    must may might what who whom where when why how which many much often any some of in on at
-    to for from with by about not no"""
+    hvilket kor frå utan vert ei ofte mye må måtte bør burde får fikk gjør gjøre gjort under
+    what who whom where when why how which many much often any some about from been were do does
+    did have has had can could should would shall must may might"""
 _FUNCTION_WORDS = frozenset(_FUNCTION_TEXT.split())
 FOLLOW_UP_WORDS = 3  # a question that points back and names at most this many words of its own
 
@@ -87,7 +84,7 @@ def is_follow_up(question: str) -> bool:
         return False
     own = [
         word
-        for word in re.findall(r"\w+", text.lower())
+        for word in lexical.words(text)  # stop words dropped
         if word not in _FUNCTION_WORDS and not _PRONOUNS.fullmatch(word)
     ]
     return len(own) <= FOLLOW_UP_WORDS
