@@ -9,6 +9,7 @@ and retrieval report for every question, answerable and out of scope.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,15 @@ def fit_reader(
             labels.append(label)
     if not any(labels) or all(labels):
         raise CalibrationError("the reader needs sentences that answer and sentences that do not")
-    return ReaderModel(embedder=embedder, **logistic.fit(rows, labels, c), fitted_on=fitted_on)
+    # Few sentences answer. Weighting them up to half the loss (as the abstention rule does)
+    # picked the right sentence less often, cross-validated (90 against 93 of 161 fitting
+    # questions), so the weights are fitted unweighted; the intercept then takes the balanced
+    # prior, so that scores keep the scale the lead and citation rules compare.
+    fitted = logistic.fit(rows, labels, c, balanced=False)
+    positives = sum(labels)
+    prior = math.log((len(labels) - positives) / positives)
+    fitted["intercept"] = round(fitted["intercept"] + prior, 6)
+    return ReaderModel(embedder=embedder, **fitted, fitted_on=fitted_on)
 
 
 def abstention_signals(engine: Engine, observed: list[Observed]) -> list[dict[str, float]]:

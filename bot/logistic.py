@@ -28,9 +28,11 @@ def probability(
     return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
 
 
-def fit(rows: list[list[float]], labels: list[bool], c: float) -> dict[str, Any]:
-    """Class-balanced, L2-regularized logistic regression on standardized rows: the fields
-    `mean`, `scale`, `coef` and `intercept` of a stored model."""
+def fit(
+    rows: list[list[float]], labels: list[bool], c: float, balanced: bool = True
+) -> dict[str, Any]:
+    """L2-regularized logistic regression on standardized rows, class-balanced unless told
+    otherwise: the fields `mean`, `scale`, `coef` and `intercept` of a stored model."""
     import numpy as np
 
     try:
@@ -47,7 +49,7 @@ def fit(rows: list[list[float]], labels: list[bool], c: float) -> dict[str, Any]
     y = np.array(labels, dtype=int)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=2000)
     model.fit((x - mean) / scale, y)
     return {
         "mean": [round(float(v), 6) for v in mean],

@@ -30,6 +30,8 @@ class AnswerType(StrEnum):
     DEFINITION = "definition"  # hva er …? hva betyr …?  → what something is
     RULE = "rule"  # er/kan/skal/må …?  → a sentence that states the rule
     HOW = "how"  # hvordan …?  → a way or a process
+    QUOTE = "quote"  # hva sa …? what did … conclude?  → what someone said, in quotation marks
+    LIST = "list"  # hvilke …? what are the …?  → the items of a list
     OTHER = "other"
 
 
@@ -121,6 +123,14 @@ _NYNORSK_WORD = re.compile(
 
 _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
     (
+        AnswerType.QUOTE,
+        re.compile(
+            r"\bhva (sa|sier|skrev|skriver|uttalte|mente|konkluderte)\b|\bsitat"
+            r"|\bwhat (did|does) .{0,60}\b(say|said|write|conclude|state)\b|\bquote",
+            re.IGNORECASE,
+        ),
+    ),
+    (
         AnswerType.PERSON,
         re.compile(
             r"\bhva het(er)?\b|\bnavnet på\b|\bname of\b|\bwhat is the name\b"
@@ -146,7 +156,8 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
     (
         AnswerType.FREQUENCY,
         re.compile(
-            r"\bhvor ofte\b|\bhyppig|\bhow often\b|\bfrequen|\bhow regularly\b", re.IGNORECASE
+            r"\bhvor (ofte|tett|jevnlig)\b|\bhyppig|\bhow (often|regularly)\b|\bfrequen",
+            re.IGNORECASE,
         ),
     ),
     (
@@ -176,6 +187,13 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
         ),
     ),
     (
+        AnswerType.LIST,
+        re.compile(
+            r"^\W*(which|what (are|were) the)\b|\bhvilke\b|\bhva kjennetegner\b|\bhva består\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
         AnswerType.DEFINITION,
         re.compile(
             r"^\W*(hva (er|betyr|menes|innebærer|står|vil det si)|hva er (en|et|ei)\b"
@@ -191,6 +209,13 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
 _YES_NO = re.compile(
     r"^\W*(er|kan|skal|må|bør|har|får|blir|gjelder|trenger|finnes|holdes|føres|lages|stemmer"
     r"|is|are|can|should|must|do|does|may|will|shall|has|have|could|would)\b",
+    re.IGNORECASE,
+)
+
+# … as does one that starts with a verb and then its subject ("Står det noe om …?", "Går det an
+# å …?", "Møter alle virksomheter PL?"); a plural noun ("Referater fra …") is not followed so.
+_VERB_FIRST = re.compile(
+    r"^\W*[a-zæøå]+r\s+(det|den|dette|man|vi|du|jeg|alle|de|dere|noen|en|et|ei|hver)\b",
     re.IGNORECASE,
 )
 
@@ -285,7 +310,7 @@ def answer_type(text: str) -> AnswerType:
     for kind, pattern in _TYPE_CUES:
         if pattern.search(text):
             return kind
-    return AnswerType.OTHER
+    return AnswerType.RULE if _VERB_FIRST.match(text) else AnswerType.OTHER
 
 
 _MARKUP = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")

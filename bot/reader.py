@@ -33,6 +33,7 @@ FEATURES = (
     "cos_gap",  # … minus the best such cosine among the candidates
     "overlap",  # IDF-weighted share of the question's words in the sentence
     "overlap_context",  # … in the sentence together with its passage's heading
+    "soft_overlap",  # … counting a word as far as its letter 4-grams stand in the sentence
     "lead_overlap",  # … in the lead as quoted (the sentence with the list it introduces)
     "listing",  # the lead quotes a list after the sentence
     "phrase",  # share of the question's word pairs the sentence has
@@ -40,6 +41,7 @@ FEATURES = (
     "passage_gap",  # the passage's fused score minus the best passage's
     "type_match",  # holds what the question asks for (0–1), for questions with a clear type
     "type_missing",  # a question with a clear type, and the sentence lacks it
+    "form_match",  # has the form of a purpose, definition, rule, way, quotation or list asked for
     "guide",  # the role guide quotes this sentence for what the question asks
     "card",  # the role guide quotes it for another field of a meeting form or document named
     "earlier",  # the passage the earlier answer cited (follow-ups)
@@ -57,6 +59,15 @@ TYPED = {
     AnswerType.FREQUENCY,
     AnswerType.DATE,
 }
+# Types whose answer has a looser form: a sentence may answer without it.
+FORMS = {
+    AnswerType.PURPOSE,
+    AnswerType.DEFINITION,
+    AnswerType.RULE,
+    AnswerType.HOW,
+    AnswerType.QUOTE,
+    AnswerType.LIST,
+}
 
 # "en"/"ett" are also the indefinite article, "flere" says nothing of how many: left out.
 _NUMBER_WORDS = (
@@ -64,6 +75,7 @@ _NUMBER_WORDS = (
     r"|femti|hundre|tusen|million|millioner|milliard|milliarder|halvparten|dobbelt"
 )
 _DIGIT = re.compile(r"\d")
+_NUMBERING = re.compile(r"^\s*\d{1,2}[.)]\s")  # "3. Tilbud til toppledere": a section, not a count
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-4]\d)\b")
 _COUNT = re.compile(rf"(?<![\d.])\d+(?![\d.]*\d{{3}}\b)|\b({_NUMBER_WORDS})\b", re.IGNORECASE)
 _AMOUNT = re.compile(
@@ -108,6 +120,11 @@ _RULE = re.compile(
     r"|vurderes|avhengig)\b",
     re.IGNORECASE,
 )
+_QUOTED = re.compile(r"[«»\"“”]")
+# "åpenhet, medvirkning og samskaping", "standardisering vs handlingsrom", or list lines (" / ")
+_ENUMERATION = re.compile(
+    r"\w+, \w+[\w ]*\b(og|eller|samt|and|or)\b \w+|\w+ vs\.? \w+| / ", re.IGNORECASE
+)
 _HOW = re.compile(
     r"\b(ved å|gjennom|slik|bygges|skjer|gjøres|ved at|basert på|i samspill|i dialog)\b",
     re.IGNORECASE,
@@ -126,7 +143,7 @@ def type_match(
     if kind is AnswerType.AMOUNT:
         return 1.0 if _AMOUNT.search(sentence) else 0.2 if _DIGIT.search(sentence) else 0.0
     if kind is AnswerType.COUNT:
-        without_years = _YEAR.sub(" ", sentence)
+        without_years = _YEAR.sub(" ", _NUMBERING.sub(" ", sentence))
         if not _COUNT.search(without_years):
             return 0.0
         return 1.0 if focus is None or focus & _stems(sentence) else 0.5
@@ -145,6 +162,10 @@ def type_match(
         return 1.0 if _RULE.search(sentence) else 0.0
     if kind is AnswerType.HOW:
         return 1.0 if _HOW.search(sentence) else 0.5
+    if kind is AnswerType.QUOTE:
+        return 1.0 if _QUOTED.search(sentence) else 0.0
+    if kind is AnswerType.LIST:
+        return 1.0 if _ENUMERATION.search(sentence) else 0.0
     return 0.5
 
 
@@ -274,11 +295,21 @@ class Reader:
         self.unseen_idf = unseen_idf
         self.model = model
         self._terms = lru_cache(maxsize=50_000)(self._sentence_terms)
+        self._grams = lru_cache(maxsize=50_000)(_text_grams)
         self._leads = lru_cache(maxsize=5_000)(_passage_leads)
         self._sections = lru_cache(maxsize=5_000)(_passage_sections)
 
     def _sentence_terms(self, text: str) -> frozenset[str]:
         return frozenset(t for t in self.analyzer.terms(text) if "_" not in t)
+
+    def _word_weights(self, text: str) -> dict[str, float]:
+        """The question's words (folded, stop words left out), each weighted by its stem's IDF."""
+        weights: dict[str, float] = {}
+        for word in _WORD.findall(normalize(text)):
+            stems = [t for t in self.analyzer.terms(word) if "_" not in t]
+            if stems:
+                weights[word] = min(self.idf.get(stems[0], self.unseen_idf), self.unseen_idf)
+        return weights
 
     def _pairs(self, text: str) -> set[str]:
         return {t for t in self.analyzer.terms(text) if "_" in t}
@@ -297,6 +328,8 @@ class Reader:
         weights = {t: self.idf.get(t, self.unseen_idf) for t in query_terms}
         total = sum(weights.values()) or 1.0
         question_pairs = self._pairs(plan.search_text)
+        words = {w: (weight, _grams(w)) for w, weight in self._word_weights(asked).items()}
+        words_total = sum(weight for weight, _ in words.values()) or 1.0
         known = sorted((t for t in query_terms if t in self.idf), key=lambda t: -self.idf[t])
         anchors = set(known[:ANCHORS])
         focus = set(self.analyzer.terms(result.focus)) if result.focus else None
@@ -341,6 +374,13 @@ class Reader:
             match = type_match(plan.answer_type, text, focus, plan.day)
             if lead != text:  # a list it introduces holds the answer less directly
                 match = max(match, 0.5 * type_match(plan.answer_type, lead, focus, plan.day))
+            # A list is answered by the line that introduces it, with its items.
+            form = plan.answer_type in FORMS
+            shape = lead if plan.answer_type is AnswerType.LIST else text
+            form_match = type_match(plan.answer_type, shape) if form else 0.0
+            # Compounds and inflections: "toppledergrupper" holds much of "ledergruppene".
+            grams = self._grams(text)
+            soft = sum(wt * len(g & grams) / len(g) for wt, g in words.values()) / words_total
             folded = normalize(text)
             n_words = len(text.split())
             features = {
@@ -348,6 +388,7 @@ class Reader:
                 "cos_gap": cosine - top_cos,
                 "overlap": overlap,
                 "overlap_context": overlap_context,
+                "soft_overlap": soft,
                 "lead_overlap": lead_overlap,
                 "listing": float(" / " in lead[len(text) :]),
                 "phrase": phrase,
@@ -355,6 +396,7 @@ class Reader:
                 "passage_gap": max(passage.score - best_score, -5.0),
                 "type_match": match if typed else 0.0,
                 "type_missing": float(typed and match < 1.0),
+                "form_match": form_match,
                 "guide": float(_quoted(folded, guide_quotes)),
                 "card": float(_quoted(folded, card_quotes)),
                 "earlier": float(passage.chunk.id in earlier),
@@ -379,6 +421,23 @@ class Reader:
             candidates.append(Candidate(rank, text, lead, features, score, anchored))
         candidates.sort(key=lambda c: (-c.score, c.passage))
         return Reading(candidates)
+
+
+_WORD = re.compile(r"[^\W_]+")
+GRAM = 4
+
+
+def _grams(word: str) -> frozenset[str]:
+    """A word's letter 4-grams, its start and end marked ("#led", "lede", … "der#")."""
+    marked = f"#{word}#"
+    return frozenset(marked[i : i + GRAM] for i in range(max(1, len(marked) - GRAM + 1)))
+
+
+def _text_grams(text: str) -> frozenset[str]:
+    found: set[str] = set()
+    for word in _WORD.findall(normalize(text)):
+        found |= _grams(word)
+    return frozenset(found)
 
 
 def _quoted(sentence: str, quotes: list[str]) -> bool:

@@ -45,6 +45,14 @@ from ingest.split import lines, sentences
         ("Er referatet offentlig?", AnswerType.RULE),
         ("Should the minutes list names?", AnswerType.RULE),
         ("Hvordan bygges prososial motivasjon?", AnswerType.HOW),
+        ("Hvor tett bør byråden og etaten møtes?", AnswerType.FREQUENCY),
+        ("Hva sa byrådslederen om detaljstyring?", AnswerType.QUOTE),
+        ("What did the commission conclude about trust?", AnswerType.QUOTE),
+        ("Hvilke dilemmaer har tillitsbasert styring?", AnswerType.LIST),
+        ("What are the three sub-goals?", AnswerType.LIST),
+        ("Står det noe i tildelingsbrevet om hospitering?", AnswerType.RULE),
+        ("Møter alle virksomheter byråden jevnlig?", AnswerType.RULE),
+        ("Referater fra fagmøter?", AnswerType.OTHER),
     ],
 )
 def test_answer_type(question: str, kind: AnswerType) -> None:
@@ -143,12 +151,19 @@ def test_type_match_reads_numbers_roles_and_frequencies() -> None:
     assert type_match(AnswerType.COUNT, "Over 50 000 ansatte", {"ansatt"}) == 1.0
     assert type_match(AnswerType.COUNT, "En av landets største organisasjoner") == 0.0
     assert type_match(AnswerType.COUNT, "Kommunal parlamentarisme fra 1986") == 0.0  # a year
+    assert type_match(AnswerType.COUNT, "3. Tilbud til toppledere 2017-2020") == 0.0  # a section
     assert type_match(AnswerType.WHO, "Ledes av kommunaldirektør.") == 1.0
     assert type_match(AnswerType.PERSON, "Ledes av kommunaldirektør.") < 1.0
     assert type_match(AnswerType.PERSON, "Byrådsleder Raymond Johansen") == 1.0
     assert type_match(AnswerType.FREQUENCY, "anbefaler ikke oftere enn månedlig") == 1.0
     assert type_match(AnswerType.AMOUNT, "Det kostet 2 millioner kroner.") == 1.0
     assert type_match(AnswerType.AMOUNT, "Tilbudet hadde 6 samlinger.") < 1.0
+    assert type_match(AnswerType.QUOTE, "«Politikere skal ikke styre i detalj.»") == 1.0
+    assert type_match(AnswerType.QUOTE, "Politikere skal ikke styre i detalj.") == 0.0
+    assert type_match(AnswerType.LIST, "Åpenhet, medvirkning og samskaping i alle ledd.") == 1.0
+    assert type_match(AnswerType.LIST, "Standardisering vs handlingsrom") == 1.0
+    assert type_match(AnswerType.LIST, "Formelle utgangspunkt / Byrådssaker / Instrukser") == 1.0
+    assert type_match(AnswerType.LIST, "Ledes av kommunaldirektør.") == 0.0
 
 
 def test_the_reader_quotes_the_sentence_that_answers(seed_engine) -> None:  # type: ignore[no-untyped-def]
