@@ -203,6 +203,26 @@ def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None: 
     assert trace.result.passages[0].text != trace.answer.citations[0].text
 
 
+def test_a_lead_without_the_asked_for_number_still_cites_where_it_stands(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """A reader that prefers the first passage leads with a sentence about employees without a
+    number; the passage holding "Over 50 000 ansatte" is cited all the same."""
+    fitted = seed_engine.reader.model
+    seed_engine.reader.model = ReaderModel(
+        fitted.embedder,
+        mean=[0.0] * len(FEATURES),
+        scale=[1.0] * len(FEATURES),
+        coef=[{"rank": 3.0, "overlap": 1.0, "type_match": 0.5}.get(f, 0.0) for f in FEATURES],
+        intercept=0.0,
+        fitted_on="test",
+    )
+    try:
+        trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
+    finally:
+        seed_engine.reader.model = fitted
+    assert "50 000" not in trace.answer.lead
+    assert any("50 000 ansatte" in c.text for c in trace.answer.citations)
+
+
 def test_reader_candidates_carry_every_feature(seed_engine) -> None:  # type: ignore[no-untyped-def]
     reading = seed_engine.trace("Hva er et oppdragsstyringsmøte?").reading
     assert reading.candidates
