@@ -469,7 +469,7 @@ def _topic(result: SearchResult) -> str:
         return plan.context.topic
     weights = result.term_weights
     known = [t for t in weights if t in result.known_terms]
-    rare = set(sorted(known, key=lambda t: -weights[t])[:3])
+    rare = set(sorted(known, key=lambda t: (-weights[t], t))[:3])  # ties: not in hash order
     if not plan or not rare or result.analyzer is None:
         return ""
     analyze = result.analyzer

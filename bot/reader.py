@@ -330,7 +330,8 @@ class Reader:
         question_pairs = self._pairs(plan.search_text)
         words = {w: (weight, _grams(w)) for w, weight in self._word_weights(asked).items()}
         words_total = sum(weight for weight, _ in words.values()) or 1.0
-        known = sorted((t for t in query_terms if t in self.idf), key=lambda t: -self.idf[t])
+        # Rarest first; words of one rarity in alphabetical order, not the set's (hash) order.
+        known = sorted((t for t in query_terms if t in self.idf), key=lambda t: (-self.idf[t], t))
         anchors = set(known[:ANCHORS])
         focus = set(self.analyzer.terms(result.focus)) if result.focus else None
         typed = plan.answer_type in TYPED
