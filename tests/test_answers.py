@@ -179,23 +179,30 @@ def test_the_reader_quotes_the_sentence_that_answers(seed_engine) -> None:  # ty
         assert phrase in fold(answer.lead), (question, answer.lead)
 
 
-def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None:  # type: ignore[no-untyped-def]
-    """Whatever the fitted weights: a reader that weighs what the question asks for (here a
-    number) above the passage's rank leads with the number from the fourth passage, and the
-    citations follow the lead."""
-    fitted = seed_engine.reader.model
-    seed_engine.reader.model = ReaderModel(
+def _trace_weighing(engine, question: str, **weights: float):  # type: ignore[no-untyped-def]
+    """The engine's trace of a question, read by a reader with these weights (not the fit's)."""
+    fitted = engine.reader.model
+    engine.reader.model = ReaderModel(
         fitted.embedder,
         mean=[0.0] * len(FEATURES),
         scale=[1.0] * len(FEATURES),
-        coef=[{"type_match": 3.0, "overlap": 1.0}.get(f, 0.0) for f in FEATURES],
+        coef=[weights.get(f, 0.0) for f in FEATURES],
         intercept=0.0,
         fitted_on="test",
     )
     try:
-        trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
+        return engine.trace(question)
     finally:
-        seed_engine.reader.model = fitted
+        engine.reader.model = fitted
+
+
+def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the fitted weights: a reader that weighs what the question asks for (here a
+    number) above the passage's rank leads with the number from the fourth passage, and the
+    citations follow the lead."""
+    trace = _trace_weighing(
+        seed_engine, "Hvor mange ansatte har Oslo kommune?", type_match=3.0, overlap=1.0
+    )
     best = trace.reading.best
     assert best is not None and best.passage > 0
     assert "50 000" in trace.answer.lead
@@ -206,19 +213,9 @@ def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None: 
 def test_a_lead_without_the_asked_for_number_still_cites_where_it_stands(seed_engine) -> None:  # type: ignore[no-untyped-def]
     """A reader that prefers the first passage leads with a sentence about employees without a
     number; the passage holding "Over 50 000 ansatte" is cited all the same."""
-    fitted = seed_engine.reader.model
-    seed_engine.reader.model = ReaderModel(
-        fitted.embedder,
-        mean=[0.0] * len(FEATURES),
-        scale=[1.0] * len(FEATURES),
-        coef=[{"rank": 3.0, "overlap": 1.0, "type_match": 0.5}.get(f, 0.0) for f in FEATURES],
-        intercept=0.0,
-        fitted_on="test",
+    trace = _trace_weighing(
+        seed_engine, "Hvor mange ansatte har Oslo kommune?", rank=3.0, overlap=1.0, type_match=0.5
     )
-    try:
-        trace = seed_engine.trace("Hvor mange ansatte har Oslo kommune?")
-    finally:
-        seed_engine.reader.model = fitted
     assert "50 000" not in trace.answer.lead
     assert any("50 000 ansatte" in c.text for c in trace.answer.citations)
 
