@@ -24,7 +24,6 @@ MAX_CRITERIA = 3  # read during a meeting: the decisive criteria, not all of the
 HEDGE = 0.25  # an answer this close above the abstention threshold is not confident
 RUNNER_UP = 0.8  # the lead quotes a second sentence scoring at least this share of the best's
 RUNNERS_UP = 2  # … looking this far down the reader's list
-TYPED_SUPPORT = 0.25  # a sentence with the asked-for number, name or date, scoring this share
 
 
 @dataclass(frozen=True)
@@ -207,9 +206,7 @@ def years_covered(years: tuple[int, ...], texts: list[str]) -> bool:
 def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[str, float]:
     """What the abstention rule weighs for one question."""
     plan = result.plan
-    best = reading.best
-    top = best.score if best else 0.0
-    top = min(max(top, 1e-6), 1 - 1e-6)
+    top = min(max(reading.top_score(), 1e-6), 1 - 1e-6)
     # A year the question names must stand where the reader found its best sentences.
     read = {c.passage for c in reading.candidates[:3]}
     texts = [p.text for i, p in enumerate(result.passages) if i in read]
@@ -337,9 +334,6 @@ class Answerer:
         supported = {
             c.passage for c in reading.candidates[1:] if c.score >= SUPPORTING * best.score
         }
-        typed = self._typed(result, reading)
-        if typed is not None and passages[typed] not in cited:
-            cited = [*cited[: self.max_citations - 1], passages[typed]]
         top = max(p.score for p in passages[:READ_PASSAGES])
         for i, passage in enumerate(passages[:READ_PASSAGES]):
             if len(cited) >= self.max_citations:
@@ -347,23 +341,6 @@ class Answerer:
             if passage not in cited and (i in supported or passage.score >= top - CITE_MARGIN):
                 cited.append(passage)
         return cited
-
-    @staticmethod
-    def _typed(result: SearchResult, reading: Reading) -> int | None:
-        """For a question asking for a number, a name, a date …, whose lead lacks it: the
-        passage of the best sentence that has it beside the question's words ("Over 50 000
-        ansatte" for "Hvor mange ansatte har Oslo kommune?"), so the answer cites where it
-        stands."""
-        best = reading.best
-        plan = result.plan
-        if best is None or plan is None or plan.answer_type not in TYPED:
-            return None
-        if best.features["type_match"] >= 1.0:
-            return None
-        for candidate in reading.candidates[1:]:
-            if candidate.features["type_match"] >= 1.0 and candidate.anchored:
-                return candidate.passage if candidate.score >= TYPED_SUPPORT * best.score else None
-        return None
 
     def _guided(
         self, result: SearchResult, reading: Reading

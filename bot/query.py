@@ -26,6 +26,8 @@ class AnswerType(StrEnum):
     COUNT = "count"  # hvor mange …?  → a number
     FREQUENCY = "frequency"  # hvor ofte …?  → how often
     DATE = "date"  # når …? hvilket år …?  → a date, year or point in a process
+    DURATION = "duration"  # hvor lenge varer …?  → a length of time
+    EXPANSION = "expansion"  # hva står TB for?  → the words an abbreviation is made of
     PURPOSE = "purpose"  # hvorfor …? hva er formålet …?  → an aim
     DEFINITION = "definition"  # hva er …? hva betyr …?  → what something is
     RULE = "rule"  # er/kan/skal/må …?  → a sentence that states the rule
@@ -141,11 +143,20 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
         ),
     ),
     (
+        AnswerType.DURATION,
+        re.compile(
+            r"\bhvor lenge\b|\bhow long\b|\bvarighet|\bduration\b"
+            r"|\b(hvor mange|how many) (minutter|timer|dager|uker|måneder|minutes|hours|days|weeks"
+            r"|months)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
         AnswerType.AMOUNT,
         re.compile(
             r"\bhvor mye (koste|kostet|koster|betal|brukte?|fikk|får|har)\b|\bkostna|\bkoste[rt]?\b"
             r"|\bpris(en)?\b|\bbudsjett(et|ramme)|\bhow much\b|\bcost|\bprice|\bbudget\b"
-            r"|\bkroner\b|\bmillion",
+            r"|\bkroner\b|\bmillion|\bprosent|\bpercent|\bhvor (høy|høyt)\b|\bhow high\b",
             re.IGNORECASE,
         ),
     ),
@@ -164,8 +175,8 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
         AnswerType.DATE,
         re.compile(
             r"\bnår på året\b|\b(siden|fra|til) når\b|\bnår (ble|startet|kom|var|begynte)\b"
-            r"|\bhvilke[tn] (år|dato|måned|tidspunkt)\b|\bhvor lenge\b|\bsince when\b"
-            r"|\bwhen (was|were|did)\b|\b(what|which) (year|date|month)\b|\bhow long\b"
+            r"|\bhvilke[tn] (år|dato|måned|tidspunkt)\b|\bsince when\b"
+            r"|\bwhen (was|were|did)\b|\b(what|which) (year|date|month)\b"
             r"|\bdato(en)?\b|\bfrist|\bdeadline\b|\bat what time\b",
             re.IGNORECASE,
         ),
@@ -203,6 +214,24 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
     ),
     (AnswerType.HOW, re.compile(r"^\W*(hvordan|how)\b", re.IGNORECASE)),
 ]
+
+# "Hva står TB for?", "What does OVK stand for?", "Hva er forkortelsen MRS?": the abbreviation
+# whose words are asked for.
+_ABBREVIATION = re.compile(
+    r"\bhva står (?:forkortelsen )?([^\W_]{2,8}) for\b"
+    r"|\bwhat (?:does|do|is) (?:the )?(?:abbreviation |acronym )?([^\W_]{2,8})"
+    r" (?:stand|short) for\b"
+    r"|\b([A-ZÆØÅ]{2,8}) (?:står for|stands for|is short for|er (?:en )?forkortelse for)\b"
+    r"|\b(?:forkortelsen|abbreviation|acronym) ([A-ZÆØÅ]{2,8})\b",
+    re.IGNORECASE,
+)
+
+
+def abbreviation_asked(text: str) -> str:
+    """The abbreviation a question asks the words of ("TB" in "Hva står TB for?"), or ""."""
+    match = _ABBREVIATION.search(text)
+    return next((g for g in match.groups() if g), "") if match else ""
+
 
 # A question that starts with a verb asks yes or no: it is answered by the sentence that states the
 # rule, whatever else it mentions ("Kan etaten … når kommunaldirektøren møter den?").
@@ -275,6 +304,7 @@ class QueryPlan:
     errand: bool = False  # asks how to do something for oneself ("hvordan søker jeg …")
     day: bool = False  # a date question asking for a time of year or a day, not a year
     years: tuple[int, ...] = ()  # years the question names
+    abbreviation: str = ""  # the abbreviation whose words are asked for ("TB")
     corrections: dict[str, str] = field(default_factory=dict)  # misspelt word → mended
     context: FollowUpContext | None = None
 
@@ -307,6 +337,8 @@ def answer_type(text: str) -> AnswerType:
     first."""
     if _YES_NO.match(text):
         return AnswerType.RULE
+    if abbreviation_asked(text):
+        return AnswerType.EXPANSION
     for kind, pattern in _TYPE_CUES:
         if pattern.search(text):
             return kind
@@ -338,6 +370,7 @@ def plan(
         errand=bool(_ERRAND.search(text)),
         day=bool(_DAY.search(text)),
         years=tuple(sorted({int(y) for y in _YEAR.findall(text)})),
+        abbreviation=abbreviation_asked(text),
         corrections=corrections,
         context=context,
     )

@@ -25,6 +25,7 @@ from ingest.split import sentences as split_sentences
 
 READ_PASSAGES = 5  # the reader looks for the answer in this many of the first passages
 ANCHORS = 3  # a typed answer must stand beside one of the question's this many rarest words
+TYPED_LEAD = 0.25  # a sentence with the asked-for type leads if it scores this share of the best
 DEFAULT_PATH = Path(__file__).with_name("fitted") / "reader.json"
 FITTED_NAME = "reader.json"
 
@@ -58,6 +59,8 @@ TYPED = {
     AnswerType.COUNT,
     AnswerType.FREQUENCY,
     AnswerType.DATE,
+    AnswerType.DURATION,
+    AnswerType.EXPANSION,
 }
 # Types whose answer has a looser form: a sentence may answer without it.
 FORMS = {
@@ -93,6 +96,12 @@ _DATE = re.compile(
     r"|november|desember|våren|høsten|sommeren|vinteren|forkant|etterkant|frist\w*|dato"
     r"|tidspunkt\w*)\b|\d{1,2}\.\s?(\d{1,2}|[a-zæøå]+)\b"
     rf"|\b(\d+|{_NUMBER_WORDS}) (år|måneder|måned|uker|uke|dager|dag|timer)\b",
+    re.IGNORECASE,
+)
+_DURATION = re.compile(
+    rf"\b(\d+(?:[,.]\d+)?|en|ett|ei|halv|halvannen|{_NUMBER_WORDS})\s*[-–]?\s*(?:\d+\s)?"
+    r"(minutt\w*|min|timer?|dager?|døgn|uker?|måned\w*|år|hours?|minutes?|days?|weeks?|months?"
+    r"|years?)\b|\b(heldag\w*|halvdag\w*)\b|\b(siden|fra|since) (19|20)\d\d\b",
     re.IGNORECASE,
 )
 _ROLE = re.compile(
@@ -132,10 +141,19 @@ _HOW = re.compile(
 
 
 def type_match(
-    kind: AnswerType, sentence: str, focus: set[str] | None = None, day: bool = False
+    kind: AnswerType,
+    sentence: str,
+    focus: set[str] | None = None,
+    day: bool = False,
+    abbreviation: str = "",
 ) -> float:
     """How well a sentence has the form the question's answer takes (0–1). `focus`: what a
-    count counts; `day`: a date question asks for a time of year, not a year."""
+    count counts; `day`: a date question asks for a time of year, not a year; `abbreviation`:
+    what an expansion expands."""
+    if kind is AnswerType.EXPANSION:
+        return 1.0 if abbreviation and expands(abbreviation, sentence) else 0.0
+    if kind is AnswerType.DURATION:
+        return 1.0 if _DURATION.search(sentence) else 0.0
     if kind is AnswerType.PERSON:
         return 1.0 if _PERSON.search(sentence) else 0.3 if _ROLE.search(sentence) else 0.0
     if kind is AnswerType.WHO:
@@ -169,6 +187,47 @@ def type_match(
     return 0.5
 
 
+# Words an abbreviation's letters skip: "mål- og resultatstyring" is MRS.
+_LINKING = frozenset({"og", "i", "for", "av", "til", "med", "på", "and", "of", "the", "in"})
+_PART = 4  # a letter inside a word stands for a compound's part this far from the last one
+
+
+def expands(abbreviation: str, sentence: str) -> bool:
+    """Whether the sentence spells the abbreviation out: words in a row whose first letters, or
+    the starts of a compound's parts, are its letters ("tildelingsbrev" for TB, "mål- og
+    resultatstyring" for MRS, "eldre, helse og arbeid" for EHA), or a word it begins
+    ("byrådsavdelingen" for BYR)."""
+    letters = abbreviation.lower()
+    words = [w for w in _WORD.findall(sentence.lower()) if w not in _LINKING and not w.isdigit()]
+
+    def spells(rest: str, index: int, offset: int) -> bool:
+        if not rest:
+            return True
+        word = words[index]
+        # The next letter inside this word (a compound's next part) …
+        found = word.find(rest[0], offset + _PART)
+        if found >= 0 and spells(rest[1:], index, found):
+            return True
+        # … or the first letter of the next word.
+        nxt = index + 1
+        return nxt < len(words) and words[nxt][0] == rest[0] and spells(rest[1:], nxt, 0)
+
+    return any(
+        word[0] == letters[0]
+        and word != letters
+        and (word.startswith(letters) or spells(letters[1:], i, 0))
+        for i, word in enumerate(words)
+    )
+
+
+def _abbreviation_in(abbreviation: str, text: str) -> str:
+    """The abbreviation, when the text names it; "" otherwise."""
+    if not abbreviation:
+        return ""
+    found = re.search(rf"(?<![^\W_]){re.escape(abbreviation)}(?![^\W_])", text, re.IGNORECASE)
+    return abbreviation if found else ""
+
+
 def _stems(text: str) -> set[str]:
     from ingest.lexical import tokenize
 
@@ -200,13 +259,18 @@ class Candidate:
 
 @dataclass
 class Reading:
-    """The reader's view of one question: its candidate sentences, best first."""
+    """The reader's view of one question: its candidate sentences, best first (by score, but a
+    sentence holding the asked-for number, name or date may lead one that lacks it)."""
 
     candidates: list[Candidate] = field(default_factory=list)
 
     @property
     def best(self) -> Candidate | None:
         return self.candidates[0] if self.candidates else None
+
+    def top_score(self) -> float:
+        """The highest score of any candidate (the reader's confidence that something answers)."""
+        return max((c.score for c in self.candidates), default=0.0)
 
     def type_support(self) -> float:
         """Whether a sentence about the question holds the asked-for answer type: the best type
@@ -361,6 +425,16 @@ class Reader:
         lists = not typed
         quoted = [self._leads(p.chunk.id, p.text, lists) for p in passages]
         labels = [self._sections(p.chunk.id, p.text) for p in passages]
+        # An abbreviation is spelt out where it also stands ("Tildelingsbrev (TB)"), or by the
+        # glossary.
+        definition = result.guide.definition if result.guide else None
+        expanded = plan.answer_type is AnswerType.EXPANSION and bool(
+            definition and definition.expansion
+        )
+        spelt = [
+            _abbreviation_in(plan.abbreviation, f"{p.chunk.heading or ''} {p.text}")
+            for p in passages
+        ]
         for rank, text, cosine in raw:
             passage = passages[rank]
             lead = quoted[rank].get(normalize(text), text)
@@ -372,9 +446,14 @@ class Reader:
             lead_overlap = sum(w for t, w in weights.items() if t in lead_terms) / total
             pairs = self._pairs(text)
             phrase = len(question_pairs & pairs) / len(question_pairs) if question_pairs else 0.0
-            match = type_match(plan.answer_type, text, focus, plan.day)
+            folded = normalize(text)
+            quoted_by_guide = _quoted(folded, guide_quotes)
+            match = type_match(plan.answer_type, text, focus, plan.day, spelt[rank])
+            if expanded and quoted_by_guide:  # the glossary spells it out, quoting this
+                match = 1.0
             if lead != text:  # a list it introduces holds the answer less directly
-                match = max(match, 0.5 * type_match(plan.answer_type, lead, focus, plan.day))
+                lead_match = type_match(plan.answer_type, lead, focus, plan.day, spelt[rank])
+                match = max(match, 0.5 * lead_match)
             # A list is answered by the line that introduces it, with its items.
             form = plan.answer_type in FORMS
             shape = lead if plan.answer_type is AnswerType.LIST else text
@@ -382,7 +461,6 @@ class Reader:
             # Compounds and inflections: "toppledergrupper" holds much of "ledergruppene".
             grams = self._grams(text)
             soft = sum(wt * len(g & grams) / len(g) for wt, g in words.values()) / words_total
-            folded = normalize(text)
             n_words = len(text.split())
             features = {
                 "cos": cosine,
@@ -398,7 +476,7 @@ class Reader:
                 "type_match": match if typed else 0.0,
                 "type_missing": float(typed and match < 1.0),
                 "form_match": form_match,
-                "guide": float(_quoted(folded, guide_quotes)),
+                "guide": float(quoted_by_guide),
                 "card": float(_quoted(folded, card_quotes)),
                 "earlier": float(passage.chunk.id in earlier),
                 "heading": float(_is_heading(text, passage.chunk.heading)),
@@ -421,7 +499,23 @@ class Reader:
             )
             candidates.append(Candidate(rank, text, lead, features, score, anchored))
         candidates.sort(key=lambda c: (-c.score, c.passage))
-        return Reading(candidates)
+        return Reading(_typed_first(candidates) if typed else candidates)
+
+
+def _typed_first(candidates: list[Candidate]) -> list[Candidate]:
+    """For a question asking for a number, a name, a date …: the best sentence that has it
+    beside the question's words leads, when it scores at least TYPED_LEAD of the best sentence,
+    which lacks it ("Over 50 000 ansatte" for "Hvor mange ansatte har Oslo kommune?", not "En av
+    landets største organisasjoner, målt i ansatte og økonomi")."""
+    best = candidates[0] if candidates else None
+    if best is None or best.features["type_match"] >= 1.0:
+        return candidates
+    for i, candidate in enumerate(candidates[1:], start=1):
+        if candidate.features["type_match"] >= 1.0 and candidate.anchored:
+            if candidate.score < TYPED_LEAD * best.score:
+                break
+            return [candidate, *candidates[:i], *candidates[i + 1 :]]
+    return candidates
 
 
 _WORD = re.compile(r"[^\W_]+")
