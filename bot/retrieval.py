@@ -43,6 +43,9 @@ class Ranking:
     # one when `translate_dense`).
     translate: bool = True
     translate_dense: bool = False
+    # … and the dense query is the question's vector plus this many times that of its Norwegian
+    # words, normalized ("chain of command" reaches «linjeprinsippet»).
+    translation_blend: float = 1.0
     # A follow-up: the passages the earlier answer cited get this much of a head start.
     earlier_weight: float = 1.0
     spelling: bool = True  # mend misspelt words into the index's own
@@ -184,6 +187,10 @@ class Retriever:
         )
         lexical_text_ = " ".join(part for part in (text, expansion, translation) if part)
         query_vector = self.embedder.embed_query(shorten(dense_text, DENSE_CHARS, mark=""))
+        if translation and ranking.translation_blend:
+            translated = self.embedder.embed_query(shorten(translation, DENSE_CHARS, mark=""))
+            blended = query_vector + ranking.translation_blend * translated
+            query_vector = blended / (np.linalg.norm(blended) or 1.0)
         dense = self.index.dense(query_vector, ranking.candidates)
         lexical_scores = self.index.lexical.scores(lexical_text_)
         order = np.argsort(-lexical_scores, kind="stable")[: ranking.candidates]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 
@@ -34,6 +36,23 @@ def test_english_question_finds_the_norwegian_passage(seed_engine) -> None:  # t
 
     assert answer.language == "en"
     assert any("Ledes av kommunaldirektør" in p.text for p in answer.passages[:5])
+
+
+def test_an_english_question_is_also_searched_by_its_norwegian_words_meaning(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """The dense query is the mean of the question's vector and that of its lexicon translation:
+    "chain of command" finds «linjeprinsippet alene ikke er tilstrekkelig», which the English
+    question's own vector does not reach."""
+    question = "Does the memo think the traditional chain of command is enough for future needs?"
+    phrase = "linjeprinsippet alene ikke er tilstrekkelig"
+    retriever = seed_engine.retriever
+    found = retriever.search(question, k=5).passages
+    assert any(phrase in p.text for p in found[:3])
+    ranking = retriever.ranking
+    try:
+        retriever.ranking = replace(ranking, translation_blend=0.0)
+        assert not any(phrase in p.text for p in retriever.search(question, k=5).passages)
+    finally:
+        retriever.ranking = ranking
 
 
 def test_passages_are_ranked_best_first_and_k_is_respected(seed_engine) -> None:  # type: ignore[no-untyped-def]
