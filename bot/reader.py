@@ -164,7 +164,7 @@ def type_match(
         without_years = _YEAR.sub(" ", _NUMBERING.sub(" ", sentence))
         if not _COUNT.search(without_years):
             return 0.0
-        return 1.0 if focus is None or focus & _stems(sentence) else 0.5
+        return 1.0 if focus is None or _about(focus, sentence) else 0.5
     if kind is AnswerType.FREQUENCY:
         return 1.0 if _FREQUENCY.search(sentence) else 0.0
     if kind is AnswerType.DATE:
@@ -234,8 +234,25 @@ def _stems(text: str) -> set[str]:
     return set(tokenize(text))
 
 
+FOCUS_SHARE = 0.6  # a word is the counted thing's when it has this share of its letter 4-grams
+
+
+def _about(focus: set[str], sentence: str) -> bool:
+    """Whether the sentence names what is counted, also inflected, in nynorsk or in a compound:
+    "folkevalde" in "to folkevalgte nivåer", "ansatte" in "Over 50 000 ansatte"."""
+    if focus & _stems(sentence):
+        return True
+    words = [_grams(w) for w in _WORD.findall(normalize(sentence))]
+    for stem in focus:
+        wanted = _grams(stem)
+        if any(len(wanted & grams) >= FOCUS_SHARE * len(wanted) for grams in words):
+            return True
+    return False
+
+
 _FOCUS_AFTER = re.compile(
-    r"\b(?:hvor mange|antall(?:et)?(?: på| av)?|how many|number of)\s+(\w+)", re.IGNORECASE
+    r"\b(?:hvor mange|antall(?:et)?(?: på| av)?|how many|number of)\s+(\w+(?:-\w+)*)",
+    re.IGNORECASE,
 )
 
 

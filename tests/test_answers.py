@@ -160,6 +160,9 @@ def test_type_match_reads_numbers_roles_and_frequencies() -> None:
     assert type_match(AnswerType.COUNT, "En av landets største organisasjoner") == 0.0
     assert type_match(AnswerType.COUNT, "Kommunal parlamentarisme fra 1986") == 0.0  # a year
     assert type_match(AnswerType.COUNT, "3. Tilbud til toppledere 2017-2020") == 0.0  # a section
+    # what is counted, inflected or in nynorsk ("Kor mange folkevalde nivå …?"), or not at all
+    assert type_match(AnswerType.COUNT, "med to folkevalgte nivåer", {"folkevald"}) == 1.0
+    assert type_match(AnswerType.COUNT, "15 bydeler og 50 etater", {"byrådsavdeling"}) == 0.5
     assert type_match(AnswerType.WHO, "Ledes av kommunaldirektør.") == 1.0
     assert type_match(AnswerType.PERSON, "Ledes av kommunaldirektør.") < 1.0
     assert type_match(AnswerType.PERSON, "Byrådsleder Raymond Johansen") == 1.0
