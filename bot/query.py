@@ -218,18 +218,22 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
 # "Hva står TB for?", "What does OVK stand for?", "Hva er forkortelsen MRS?": the abbreviation
 # whose words are asked for.
 _ABBREVIATION = re.compile(
-    r"\bhva står (?:forkortelsen )?([^\W_]{2,8}) for\b"
-    r"|\bwhat (?:does|do|is) (?:the )?(?:abbreviation |acronym )?([^\W_]{2,8})"
-    r" (?:stand|short) for\b"
-    r"|\b([A-ZÆØÅ]{2,8}) (?:står for|stands for|is short for|er (?:en )?forkortelse for)\b"
-    r"|\b(?:forkortelsen|abbreviation|acronym) ([A-ZÆØÅ]{2,8})\b",
+    r"\bhva står (?:forkortelsen )?(?!(?:det|den|dette|dei|de)\b)([^\W_]{2,8}) for\b"
+    r"|\bwhat (?:does|do|is) (?:the )?(?:abbreviation |acronym )?(?!(?:it|this|that)\b)"
+    r"([^\W_]{2,8}) (?:stand|short) for\b",
     re.IGNORECASE,
+)
+# … and one written in capitals before or after the words that ask ("TB står for hva?"), not
+# "Hvem står for opplæringen?".
+_CAPITALS = re.compile(
+    r"\b([A-ZÆØÅ]{2,8}) (?:står for|stands for|is short for|er (?:en )?forkortelse for)\b"
+    r"|\b(?:[Ff]orkortelsen|[Aa]bbreviation|[Aa]cronym) ([A-ZÆØÅ]{2,8})\b"
 )
 
 
 def abbreviation_asked(text: str) -> str:
     """The abbreviation a question asks the words of ("TB" in "Hva står TB for?"), or ""."""
-    match = _ABBREVIATION.search(text)
+    match = _ABBREVIATION.search(text) or _CAPITALS.search(text)
     return next((g for g in match.groups() if g), "") if match else ""
 
 
@@ -337,7 +341,7 @@ def answer_type(text: str) -> AnswerType:
     first."""
     if _YES_NO.match(text):
         return AnswerType.RULE
-    if abbreviation_asked(text):
+    if abbreviation_asked(text):  # before "hva står … for?" is read as a definition
         return AnswerType.EXPANSION
     for kind, pattern in _TYPE_CUES:
         if pattern.search(text):

@@ -60,6 +60,9 @@ from ingest.split import lines, sentences
         ("What does OVK stand for?", AnswerType.EXPANSION),
         ("Hva er forkortelsen MRS?", AnswerType.EXPANSION),
         ("Hva står det i tildelingsbrevet om bemanning?", AnswerType.DEFINITION),
+        ("Hvem står for opplæringen av nye ledere?", AnswerType.WHO),
+        ("TB står for hva?", AnswerType.EXPANSION),
+        ("TSL – hva står det for?", AnswerType.OTHER),  # "det" is no abbreviation
         ("How high was unemployment, in percent?", AnswerType.AMOUNT),
     ],
 )
