@@ -39,12 +39,10 @@ class Ranking:
     rrf_k: int = 60
     expand: bool = True  # search with the glossary's Norwegian terms for abbreviations/English
     pin: bool = True  # put the passages the role guide cites for this question first
-    # English questions: the lexicon's Norwegian words join the lexical search (and the dense
-    # one when `translate_dense`).
+    # English questions: the lexicon's Norwegian words join the lexical search, and the dense
+    # query is the question's vector plus this many times that of its Norwegian words,
+    # normalized ("chain of command" reaches «linjeprinsippet»).
     translate: bool = True
-    translate_dense: bool = False
-    # … and the dense query is the question's vector plus this many times that of its Norwegian
-    # words, normalized ("chain of command" reaches «linjeprinsippet»).
     translation_blend: float = 1.0
     # A follow-up: the passages the earlier answer cited get this much of a head start.
     earlier_weight: float = 1.0
@@ -180,11 +178,7 @@ class Retriever:
         translation = untranslated = ""
         if language == "en" and ranking.translate:
             translation, untranslated = self.lexicon.read(text)
-        dense_text = " ".join(
-            part
-            for part in (text, expansion, translation if ranking.translate_dense else "")
-            if part
-        )
+        dense_text = " ".join(part for part in (text, expansion) if part)
         lexical_text_ = " ".join(part for part in (text, expansion, translation) if part)
         query_vector = self.embedder.embed_query(shorten(dense_text, DENSE_CHARS, mark=""))
         if translation and ranking.translation_blend:
