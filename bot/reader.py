@@ -594,8 +594,9 @@ def leads(passage_text: str, limit: int = LEAD_CHARS, lists: bool = True) -> dic
             while k < len(parts) and len(quote) < SHORT_LEAD and len(quote) + len(parts[k]) < limit:
                 quote = f"{quote} {parts[k]}"
                 k += 1
-            if lists and k >= len(parts) and _introduces(line, quote):
-                items = _list_after(lines[i + 1 :], limit - len(quote))
+            following = lines[i + 1 :]
+            if lists and k >= len(parts) and _introduces(line, quote, following):
+                items = _list_after(following, limit - len(quote))
                 if items:
                     quote = " / ".join([quote, *items])
             found.setdefault(normalize(part), quote)
@@ -607,9 +608,10 @@ def sections(passage_text: str) -> dict[str, str]:
     ("Kontaktmøter – møter med POL" over its bullets); sentences before any label are left out."""
     found: dict[str, str] = {}
     label = ""
-    for line in split_lines(passage_text):
+    lines = split_lines(passage_text)
+    for i, line in enumerate(lines):
         stripped = line.strip(" •●▪◦·–-")
-        if not _LIST_ITEM.match(line) and _introduces(line, stripped):
+        if not _LIST_ITEM.match(line) and _introduces(line, stripped, lines[i + 1 :]):
             label = stripped
             continue
         if label:
@@ -618,15 +620,18 @@ def sections(passage_text: str) -> dict[str, str]:
     return found
 
 
-def _introduces(line: str, quote: str) -> bool:
-    """A line that a list follows: it ends in a colon, or it is a bare label ("Formål") that is
-    not itself an item of a list."""
+def _introduces(line: str, quote: str, following: list[str]) -> bool:
+    """A line that a list follows: it ends in a colon, or it is a bare label ("Formål") or a
+    question over bullets ("Hvorfor er tillit viktig?" + "• Kostnadseffektivt") that is not
+    itself an item of a list."""
     if quote.rstrip().endswith(":"):
         return True
     if _LIST_ITEM.match(line):
         return False
     stripped = line.strip(" •●▪◦·–-")
-    return len(stripped.split()) <= 8 and not stripped.endswith((".", "!", "?", ";", ","))
+    if stripped.endswith("?"):
+        return bool(following) and bool(_LIST_ITEM.match(following[0]))
+    return len(stripped.split()) <= 8 and not stripped.endswith((".", "!", ";", ","))
 
 
 def _list_after(following: list[str], budget: int) -> list[str]:
@@ -637,7 +642,9 @@ def _list_after(following: list[str], budget: int) -> list[str]:
         if bullets != bool(_LIST_ITEM.match(line)):
             break
         item = line.strip(" •●▪◦·–-")
-        if item.endswith("?") or (not bullets and len(item.split()) > 12):
+        # A bullet may ask a question ("• Hvilke verdier skal toppledere bidra til å skape?");
+        # a bare line that does is the next heading.
+        if (item.endswith("?") and not bullets) or (not bullets and len(item.split()) > 12):
             break
         if not item or sum(len(x) + 3 for x in items) + len(item) + 3 > budget:
             break

@@ -125,7 +125,7 @@ def reflow(text: str) -> str:
         continues = (
             blanks <= 1
             and prev
-            and line[0].islower()
+            and (line[0].islower() or (line[0] == "(" and line[1:2].islower()))
             and not prev.endswith(_SENTENCE_END)
             and not prev.startswith("#")
         )

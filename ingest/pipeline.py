@@ -50,8 +50,9 @@ from ingest.store import (
 
 # Bump when loading, cleaning or chunking changes what a file turns into: every file is redone.
 # 2: sentence vectors, compound-aware lexical index; 3: whole sentences; 4: a sentence's vector
-# from its chunk's pass; 5: the sentence-vector method chosen by a setting (SENTENCE_METHODS)
-PIPELINE_VERSION = "5"
+# from its chunk's pass; 5: the sentence-vector method chosen by a setting (SENTENCE_METHODS);
+# 6: a wrapped line that opens with a parenthesis ("(etatsstyring) og …") joins the line above
+PIPELINE_VERSION = "6"
 # How a sentence's vector is made (STYRINGSBOT_SENTENCE_VECTORS). "apart": each sentence embedded
 # on its own with its document's title. "fork": from its chunk's own pass (`ingest.e5_encoder`),
 # the built-in model only: about half the cost, fewer answers led by the right sentence (measured

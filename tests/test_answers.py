@@ -145,6 +145,29 @@ def test_leads_are_whole_sentences_with_their_line_or_their_list() -> None:
     assert quoted[fold("Delegering av myndighet")] == "Delegering av myndighet"
 
 
+def test_a_question_over_bullets_and_bullets_that_ask_are_quoted_as_a_list() -> None:
+    slide = (
+        "Hvorfor er tillit viktig?\n"
+        "• Kostnadseffektivt\n"
+        "• Motiverende\n"
+        "Skal bygges rundt følgende spørsmål:\n"
+        "• Hvilke samfunnsutfordringer skal håndteres?\n"
+        "• Hvilke verdier skal skapes?\n"
+        "Hva gjør vi nå?\n"
+        "Vi skriver referat.\n"
+    )
+    quoted = leads(slide)
+    assert quoted[fold("Hvorfor er tillit viktig?")] == (
+        "Hvorfor er tillit viktig? / Kostnadseffektivt / Motiverende"
+    )
+    assert quoted[fold("Skal bygges rundt følgende spørsmål:")] == (
+        "Skal bygges rundt følgende spørsmål: / Hvilke samfunnsutfordringer skal håndteres? / "
+        "Hvilke verdier skal skapes?"
+    )
+    # A question over a plain sentence introduces nothing.
+    assert quoted[fold("Hva gjør vi nå?")] == "Hva gjør vi nå?"
+
+
 def test_every_lead_of_the_seed_corpus_is_made_of_whole_sentences(seed_engine) -> None:  # type: ignore[no-untyped-def]
     for chunk in seed_engine.index.chunks:
         whole = sentences(chunk.text)

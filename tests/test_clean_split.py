@@ -558,3 +558,12 @@ def test_seed_manifest_reads() -> None:
 def test_title_from_filename() -> None:
     assert title_from_filename("mappe/styring_og--ledelse.txt") == "Styring og ledelse"
     assert title_from_filename("a.pdf") == "A"
+
+
+def test_reflow_joins_a_wrapped_parenthesis() -> None:
+    # A slide's bullet wrapped onto a line that opens with its parenthesis.
+    text = "• Styring av virksomheter\n\n(etatsstyring) og foretak"
+    assert reflow(text) == "• Styring av virksomheter (etatsstyring) og foretak"
+    # A parenthesis after a full stop, or one opening a capitalised remark, stands apart.
+    assert reflow("Slutt.\n(merknad)") == "Slutt.\n(merknad)"
+    assert reflow("Tekst\n(Se vedlegg)") == "Tekst\n(Se vedlegg)"
