@@ -76,6 +76,45 @@ _ENGLISH = frozenset(
         "her",
     ]
 )
+# … and others that carry no topic: an English question's word the lexicon has no entry for
+# counts as unknown to the documents only when it is none of these.
+_FUNCTION = _ENGLISH | frozenset(
+    [
+        "in",
+        "on",
+        "at",
+        "for",
+        "to",
+        "by",
+        "as",
+        "if",
+        "than",
+        "then",
+        "so",
+        "also",
+        "only",
+        "just",
+        "up",
+        "out",
+        "off",
+        "over",
+        "has",
+        "have",
+        "had",
+        "having",
+        "get",
+        "gets",
+        "got",
+        "us",
+        "i",
+        "him",
+        "them",
+        "am",
+        "being",
+        "here",
+    ]
+)
+
 _NORWEGIAN = frozenset(
     [
         "og",
@@ -186,7 +225,7 @@ class Lexicon:
 
     def read(self, text: str) -> tuple[str, str]:
         """(the Norwegian words for the English words and phrases of `text`, the words it has no
-        entry for)."""
+        entry for, function words left out: "weather" and "tomorrow", not "what is the")."""
         tokens = _WORD.findall(text.lower())
         found: list[str] = []
         missing: list[str] = []
@@ -199,6 +238,7 @@ class Lexicon:
                     i += size
                     break
             else:
-                missing.append(tokens[i])
+                if tokens[i] not in _FUNCTION:
+                    missing.append(tokens[i])
                 i += 1
         return " ".join(found), " ".join(missing)

@@ -55,6 +55,15 @@ def test_an_english_question_is_also_searched_by_its_norwegian_words_meaning(see
         retriever.ranking = ranking
 
 
+def test_an_english_questions_unknown_words_are_topic_words_not_function_words(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """ "What is the …" is not unknown to Norwegian documents; "weather" and "tomorrow" are."""
+    retriever = seed_engine.retriever
+    off_topic = retriever.search("What is the weather in Oslo tomorrow?").signals.unknown_share
+    on_topic = retriever.search("Who leads the agency governance meeting?").signals.unknown_share
+    assert on_topic == 0.0
+    assert off_topic > 0.5
+
+
 def test_passages_are_ranked_best_first_and_k_is_respected(seed_engine) -> None:  # type: ignore[no-untyped-def]
     result = seed_engine.retriever.search("Hva er et fagmøte?", k=7)
 
