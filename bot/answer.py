@@ -47,6 +47,7 @@ class Citation:
     text: str  # the whole passage
     quote: str  # the whole sentence(s) of the passage that answer best
     chunk_id: str = ""
+    also: tuple[str, ...] = ()  # other passages of the same page this citation quotes
 
     def to_dict(self) -> dict[str, Any]:
         """A citation in the `ask --json` / HTTP API objects."""
@@ -121,7 +122,7 @@ class Answer:
         return FollowUpContext(
             question=self.question,
             topic=self.topic,
-            cited=tuple(c.chunk_id for c in self.citations if c.chunk_id),
+            cited=tuple(i for c in self.citations for i in (c.chunk_id, *c.also) if i),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +173,10 @@ class Answer:
             abstained=data["abstained"],
             statements=[_statement(s) for s in data.get("statements", [])],
             criteria=[_statement(s) for s in data.get("criteria", [])],
-            citations=[Citation(**c) for c in data.get("citations", [])],
+            citations=[
+                Citation(**{**c, "also": tuple(c.get("also", ()))})
+                for c in data.get("citations", [])
+            ],
             related=[Related(**r) for r in data.get("related", [])],
             confident=data.get("confident", True),
             topic=data.get("topic", ""),
@@ -264,20 +268,9 @@ class Answerer:
             cited, quotes = self._guided(result, reading)
         else:
             cited, quotes = self._read(result, reading)
-        citations = [
-            Citation(
-                n=n,
-                title=p.title,
-                source=p.chunk.source,
-                location=p.location,
-                text=p.text,
-                quote=quotes[p.chunk.id],
-                chunk_id=p.chunk.id,
-            )
-            for n, p in enumerate(cited, start=1)
-        ]
-        statements, criteria = guide_lead(result, cited, fields) if guided else ([], [])
-        statements.append(Statement(citations[0].quote, (1,), verbatim=True))
+        citations, numbers = _citations(cited, quotes)
+        statements, criteria = guide_lead(result, numbers, fields) if guided else ([], [])
+        statements.append(Statement(quotes[cited[0].chunk.id], (1,), verbatim=True))
         return Answer(
             question=result.query,
             language=language,
@@ -481,15 +474,48 @@ def _guide_quotes(result: SearchResult) -> dict[str, str]:
     return quotes
 
 
+def _citations(
+    cited: list[Passage], quotes: dict[str, str]
+) -> tuple[list[Citation], dict[str, int]]:
+    """The cited passages as numbered citations, and each passage's number. Passages of one page
+    (a slide cut in two) are one citation, quoting each in the source's order."""
+    pages: dict[tuple[str, str] | str, list[Passage]] = {}
+    for p in cited:
+        key = (p.chunk.source, p.location) if p.location else p.chunk.id
+        pages.setdefault(key, []).append(p)
+    citations = []
+    numbers: dict[str, int] = {}
+    for n, group in enumerate(pages.values(), start=1):
+        first = group[0]
+        ordered = sorted(group, key=lambda p: p.chunk.id)  # ids hold the chunk's ordinal
+        said: list[str] = []
+        for p in ordered:
+            if all(quotes[p.chunk.id] not in q for q in said):
+                said.append(quotes[p.chunk.id])
+        citations.append(
+            Citation(
+                n=n,
+                title=first.title,
+                source=first.chunk.source,
+                location=first.location,
+                text="\n\n".join(p.text for p in ordered),
+                quote=" … ".join(said),
+                chunk_id=first.chunk.id,
+                also=tuple(p.chunk.id for p in group[1:]),
+            )
+        )
+        numbers.update(dict.fromkeys((p.chunk.id for p in group), n))
+    return citations, numbers
+
+
 def guide_lead(
-    result: SearchResult, cited: list[Passage], fields: list[tuple[Card, str]] | None = None
+    result: SearchResult, number: dict[str, int], fields: list[tuple[Card, str]] | None = None
 ) -> tuple[list[Statement], list[Statement]]:
     """The guide's short answer in the user's language, each statement with the citations it
-    rests on: a definition, a decision aid (verdicts, and its criteria apart), or the card fields
-    the reader found answering."""
+    rests on (`number`: each cited passage's citation number): a definition, a decision aid
+    (verdicts, and its criteria apart), or the card fields the reader found answering."""
     english = result.language == "en"
     match = result.guide
-    number = {p.chunk.id: n for n, p in enumerate(cited, start=1)}
     chunk_of = {cite: chunk_id for cite, chunk_id in result.guide_cites}
     chunk_of.update({cite: chunk_id for _, _, cite, chunk_id in result.card_quotes})
 

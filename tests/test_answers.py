@@ -282,6 +282,21 @@ def test_the_lead_may_come_from_a_passage_below_the_first(seed_engine) -> None: 
     assert trace.result.passages[0].text != trace.answer.citations[0].text
 
 
+def test_a_slide_cut_in_two_is_cited_once(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """Slide 11 is two passages of the index; both are cited for who leads the
+    etatsstyringsmøte, as one citation that quotes each and that a follow-up builds on whole."""
+    answer = seed_engine.ask("Hvem leder etatsstyringsmøtet?")
+    pages = [(c.source, c.location) for c in answer.citations]
+    assert len(pages) == len(set(pages))
+    slide = answer.citations[0]
+    assert slide.location == "lysbilde 11" and slide.also
+    assert "Ledes av kommunaldirektør" in slide.quote and " … " in slide.quote
+    assert answer.quote is not None and " … " not in answer.quote.text
+    assert set(answer.follow_up_context().cited) >= {slide.chunk_id, *slide.also}
+    again = type(answer).from_state(json.loads(json.dumps(answer.to_state())))
+    assert again.citations == answer.citations
+
+
 def test_the_sentence_with_the_asked_for_number_leads_one_without_it(
     seed_engine, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
