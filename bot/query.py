@@ -200,7 +200,8 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
     (
         AnswerType.LIST,
         re.compile(
-            r"^\W*(which|what (are|were) the)\b|\bhvilke\b|\bhva kjennetegner\b|\bhva består\b",
+            r"^\W*(which \w+(s|ies)|which\b.*\b(are|were|have|do)|what (are|were) the)\b"
+            r"|\bwhat (kinds?|types?|sorts?) of\b|\bhvilke\b|\bhva kjennetegner\b|\bhva består\b",
             re.IGNORECASE,
         ),
     ),

@@ -50,6 +50,9 @@ from ingest.split import lines, sentences
         ("What did the commission conclude about trust?", AnswerType.QUOTE),
         ("Hvilke dilemmaer har tillitsbasert styring?", AnswerType.LIST),
         ("What are the three sub-goals?", AnswerType.LIST),
+        ("Which documents govern the administration?", AnswerType.LIST),
+        ("What kinds of topics came up at the gatherings?", AnswerType.LIST),
+        ("Which room is the meeting held in?", AnswerType.OTHER),  # one room, not a list
         ("Står det noe i tildelingsbrevet om hospitering?", AnswerType.RULE),
         ("Møter alle virksomheter byråden jevnlig?", AnswerType.RULE),
         ("Referater fra fagmøter?", AnswerType.OTHER),
