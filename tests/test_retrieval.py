@@ -107,10 +107,13 @@ def test_answerable_questions_do_not_abstain(seed_engine, question) -> None:  # 
     assert not answer.abstained
     assert 1 <= len(answer.citations) <= 3
     assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
-    # Every citation is one of the ranked passages, with a readable location.
-    passage_texts = {p.text for p in answer.passages}
+    # Every citation is made of ranked passages (those of one page together), with a readable
+    # location.
+    passages = {p.chunk.id: p for p in answer.passages}
     for citation in answer.citations:
-        assert citation.text in passage_texts
+        parts = [passages[i] for i in sorted((citation.chunk_id, *citation.also))]
+        assert citation.text == "\n\n".join(p.text for p in parts)
+        assert {p.location for p in parts} == {citation.location}
         assert citation.location and citation.location.split()[0] in ("lysbilde", "side")
     assert answer.text.strip()
 
