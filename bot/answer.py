@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.abstention import AbstentionModel
+from bot.abstention import AbstentionModel, QuestionMemory
 from bot.guide import FIELDS, Card, Cite
 from bot.query import FollowUpContext, bounded_topic
 from bot.reader import LEAD_CHARS, READ_PASSAGES, TYPED, Candidate, Reading
@@ -207,8 +207,11 @@ def years_covered(years: tuple[int, ...], texts: list[str]) -> bool:
     return all(year in found for year in years)
 
 
-def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[str, float]:
-    """What the abstention rule weighs for one question."""
+def signals_for(
+    result: SearchResult, reading: Reading, guided: bool, like_answered: float = 0.0
+) -> dict[str, float]:
+    """What the abstention rule weighs for one question (`like_answered`: the question memory's
+    signal, see `QuestionMemory`)."""
     plan = result.plan
     top = min(max(reading.top_score(), 1e-6), 1 - 1e-6)
     # A year the question names must stand where the reader found its best sentences.
@@ -229,21 +232,32 @@ def signals_for(result: SearchResult, reading: Reading, guided: bool) -> dict[st
         "present": float(bool(plan and plan.present)),
         "errand": float(bool(plan and plan.errand)),
         "guided": float(guided),
+        "like_answered": like_answered,
     }
 
 
 class Answerer:
     """Chooses what to quote and cite; decides when to abstain."""
 
-    def __init__(self, abstention: AbstentionModel, max_citations: int = MAX_CITATIONS) -> None:
+    def __init__(
+        self,
+        abstention: AbstentionModel,
+        max_citations: int = MAX_CITATIONS,
+        memory: QuestionMemory | None = None,
+    ) -> None:
         self.abstention = abstention
         self.max_citations = max_citations
+        self.memory = memory
+
+    def like_answered(self, result: SearchResult) -> float:
+        """The question memory's signal for this question (0 without a memory)."""
+        return self.memory.like_answered(result.query_vector) if self.memory else 0.0
 
     def answer(self, result: SearchResult, reading: Reading) -> Answer:
         language = result.language
         fields = _fields_read(result, reading)
         guided = bool(fields) or (result.pinned > 0 and _guide_answers(result))
-        signals = signals_for(result, reading, guided)
+        signals = signals_for(result, reading, guided, self.like_answered(result))
         confidence = self.abstention.probability(signals) if result.passages else 0.0
         topic = bounded_topic(_topic(result))
         unanswerable = not result.passages or not reading.best or _unexpanded(result)

@@ -13,9 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from bot import logistic
 from bot.abstention import FEATURES as ABSTENTION_FEATURES
-from bot.abstention import AbstentionModel
+from bot.abstention import AbstentionModel, QuestionMemory
 from bot.abstention import fit as fit_abstention
 from bot.answer import signals_for
 from bot.engine import Engine
@@ -117,24 +119,55 @@ def fit_reader(
     return ReaderModel(embedder=embedder, **fitted, fitted_on=fitted_on)
 
 
-def abstention_signals(engine: Engine, observed: list[Observed]) -> list[dict[str, float]]:
-    """The abstention signals of every example, read again with the engine's current reader."""
+def abstention_signals(
+    engine: Engine, observed: list[Observed], like: list[float] | None = None
+) -> list[dict[str, float]]:
+    """The abstention signals of every example, read again with the engine's current reader
+    (`like`: each example's question-memory signal, held out; 0 when not given)."""
     from bot.answer import _fields_read, _guide_answers
 
     signals = []
-    for item in observed:
+    for i, item in enumerate(observed):
         reading = engine.reader.read(item.result)
         guided = bool(_fields_read(item.result, reading)) or (
             item.result.pinned > 0 and _guide_answers(item.result)
         )
-        signals.append(signals_for(item.result, reading, guided))
+        signals.append(signals_for(item.result, reading, guided, like[i] if like else 0.0))
     return signals
+
+
+def question_memory(engine: Engine, observed: list[Observed]) -> QuestionMemory:
+    """The labelled questions as the engine's embedder saw them, and which the documents answer."""
+    vectors = [item.result.query_vector for item in observed]
+    width = next((len(v) for v in vectors if v is not None), 1)
+    # A question the index returned nothing for has no vector: it stands nowhere near the others.
+    rows = np.array(
+        [v if v is not None else np.zeros(width) for v in vectors], dtype=np.float32
+    ).reshape(len(vectors), width)
+    return QuestionMemory(
+        engine.embedder.id,
+        rows,
+        np.array([not item.example.abstain for item in observed], dtype=bool),
+        tuple(item.example.question for item in observed),
+    )
+
+
+def held_out_like(memory: QuestionMemory, members: list[int], folds: int) -> list[float]:
+    """Each member's question-memory signal against the other members outside its fold (a
+    question is never compared with itself or the questions fitted beside it)."""
+    group = np.array(members, dtype=int)
+    fold_of = np.arange(len(group)) % folds
+    return [
+        memory.like_answered(memory.vectors[i], among=group[fold_of != fold_of[j]])
+        for j, i in enumerate(members)
+    ]
 
 
 @dataclass
 class Calibration:
     reader: ReaderModel
     abstention: AbstentionModel
+    memory: QuestionMemory
     observed: list[Observed]
     misread: list[str]  # answerable examples whose best sentence holds no expected phrase
     wrong_abstention: list[str]  # examples the fitted rule decides wrongly
@@ -146,6 +179,9 @@ FOLDS = 5
 # The reader's regularization (logistic C) is chosen among these by cross-validated lead hit;
 # on a tie the weaker regularization (the larger C) wins.
 READER_CS = (1.0, 0.3, 0.1, 0.03)
+# The abstention rule's C is then chosen among these by cross-validated abstention recall at the
+# false-abstention limit; on a tie the larger C wins.
+ABSTENTION_CS = (1.0, 0.3, 0.1, 0.03)
 
 
 def calibrate(
@@ -153,7 +189,7 @@ def calibrate(
     items: list[dict[str, Any]],
     fitted_on: str,
     reader_c: float | None = None,
-    abstention_c: float = 1.0,
+    abstention_c: float | None = None,
     false_abstention: float = FALSE_ABSTENTION,
     folds: int = FOLDS,
 ) -> Calibration:
@@ -161,28 +197,43 @@ def calibrate(
     both (so what follows measures the new fit). The reader's C, unless given, is the one of
     READER_CS with the best cross-validated lead hit. The threshold is the highest at which the
     rule, cross-validated over the examples, turns away at most `false_abstention` of the
-    answerable ones."""
+    answerable ones; the rule's C, unless given, is the one of ABSTENTION_CS that then turns
+    away the most of the others."""
     examples = [Example.from_item(item) for item in items]
     observed = [observe(engine, example) for example in examples]
     answerable = [not item.example.abstain for item in observed]
     if len(set(answerable)) < 2:
         raise CalibrationError("abstention needs answerable and out-of-scope questions")
+    memory = question_memory(engine, observed)
+    abstention_cs = (abstention_c,) if abstention_c is not None else ABSTENTION_CS
     best: tuple[int, float, list[float]] | None = None
     for c in (reader_c,) if reader_c is not None else READER_CS:
-        probabilities, hits = _cross_validate(engine, observed, fitted_on, c, abstention_c, folds)
+        probabilities, hits = _cross_validate(
+            engine, observed, memory, fitted_on, c, abstention_cs[0], folds
+        )
         if best is None or hits > best[0]:
             best = (hits, c, probabilities)
     assert best is not None
     lead_hits, reader_c, held_out = best
     threshold = _threshold(held_out, answerable, false_abstention)
+    recall = _recall(held_out, answerable, threshold)
+    abstention_c = abstention_cs[0]
+    for c in abstention_cs[1:]:
+        probabilities, _ = _cross_validate(engine, observed, memory, fitted_on, reader_c, c, folds)
+        at = _threshold(probabilities, answerable, false_abstention)
+        if _recall(probabilities, answerable, at) > recall:
+            held_out, threshold, abstention_c = probabilities, at, c
+            recall = _recall(probabilities, answerable, at)
 
     reader = fit_reader(observed, engine.embedder.id, fitted_on, reader_c)
     engine.reader.model = reader
-    signals = abstention_signals(engine, observed)
+    like = held_out_like(memory, list(range(len(observed))), folds)
+    signals = abstention_signals(engine, observed, like)
     abstention = fit_abstention(
         signals, answerable, engine.embedder.id, fitted_on, c=abstention_c, threshold=threshold
     )
     engine.answerer.abstention = abstention
+    engine.answerer.memory = memory
     misread = []
     for item in observed:
         if item.example.abstain:
@@ -200,6 +251,7 @@ def calibrate(
     cross = {
         "threshold": threshold,
         "reader_c": reader_c,
+        "abstention_c": abstention_c,
         "lead_hit": lead_hits / n_answerable if n_answerable else 0.0,
         "false_abstention": sum(
             p < threshold for p, y in zip(held_out, answerable, strict=True) if y
@@ -210,12 +262,13 @@ def calibrate(
         )
         / n_out,
     }
-    return Calibration(reader, abstention, observed, misread, wrong, cross)
+    return Calibration(reader, abstention, memory, observed, misread, wrong, cross)
 
 
 def _cross_validate(
     engine: Engine,
     observed: list[Observed],
+    memory: QuestionMemory,
     fitted_on: str,
     reader_c: float,
     abstention_c: float,
@@ -226,24 +279,34 @@ def _cross_validate(
     probabilities = [0.0] * len(observed)
     lead_hits = 0
     for fold in range(folds):
-        train = [o for i, o in enumerate(observed) if i % folds != fold]
+        members = [i for i in range(len(observed)) if i % folds != fold]
+        train = [observed[i] for i in members]
         answerable = [not o.example.abstain for o in train]
         if len(set(answerable)) < 2:
             continue
         engine.reader.model = fit_reader(train, engine.embedder.id, fitted_on, reader_c)
-        train_signals = abstention_signals(engine, train)
+        train_like = held_out_like(memory, members, folds)
+        train_signals = abstention_signals(engine, train, train_like)
         rule = fit_abstention(
             train_signals, answerable, engine.embedder.id, fitted_on, c=abstention_c
         )
         test = [(i, o) for i, o in enumerate(observed) if i % folds == fold]
+        among = np.array(members, dtype=int)
+        test_like = [memory.like_answered(memory.vectors[i], among=among) for i, _ in test]
         for (i, item), signals in zip(
-            test, abstention_signals(engine, [o for _, o in test]), strict=True
+            test, abstention_signals(engine, [o for _, o in test], test_like), strict=True
         ):
             probabilities[i] = rule.probability(signals)
             if not item.example.abstain:
                 best = engine.reader.read(item.result).best
                 lead_hits += bool(best and holds(best.lead, item.example.expect_any))
     return probabilities, lead_hits
+
+
+def _recall(probabilities: list[float], answerable: list[bool], threshold: float) -> float:
+    """The share of the out-of-scope examples a threshold turns away."""
+    out = [p for p, y in zip(probabilities, answerable, strict=True) if not y]
+    return sum(p < threshold for p in out) / len(out) if out else 0.0
 
 
 def _threshold(probabilities: list[float], answerable: list[bool], limit: float) -> float:

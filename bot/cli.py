@@ -666,7 +666,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     engine = _open_engine(settings)
     context = engine.ask(args.after).follow_up_context() if args.after else None
     trace = engine.trace(args.question, k=args.k, context=context)
-    data = explanation(trace, engine.answerer.abstention.threshold)
+    data = explanation(trace, engine.answerer.abstention.threshold, memory=engine.answerer.memory)
     print(json.dumps(data, ensure_ascii=False, indent=1) if args.json else render(data))
     return 0
 
@@ -711,6 +711,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from bot.abstention import FITTED_NAME as ABSTENTION_NAME
+    from bot.abstention import MEMORY_NAME
     from bot.calibration import CalibrationError, calibrate
     from bot.reader import FITTED_NAME as READER_NAME
     from bot.verifier import FITTED_NAME as VERIFIER_NAME
@@ -755,8 +756,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     fitted.reader.save(output / READER_NAME)
     fitted.abstention.save(output / ABSTENTION_NAME)
+    fitted.memory.save(output / MEMORY_NAME)
     answerable = sum(not item.example.abstain for item in fitted.observed)
-    print(f"Lagret svarleseren og avståelsesregelen i {output}.")
+    print(f"Lagret svarleseren, avståelsesregelen og spørsmålsminnet i {output}.")
     print(
         f"Svarleseren valgte en setning uten forventet svar for {len(fitted.misread)} av "
         f"{answerable} besvarbare spørsmål."
@@ -767,8 +769,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if cross:
         print(
             f"Kryssvalidert: lead hit {cross['lead_hit']:.3f} (svarleserens C "
-            f"{cross['reader_c']:g}); med terskel "
-            f"{cross['threshold']:.2f} avstår regelen fra {cross['false_abstention']:.3f} av de "
+            f"{cross['reader_c']:g}); med terskel {cross['threshold']:.2f} (regelens C "
+            f"{cross['abstention_c']:g}) avstår regelen fra {cross['false_abstention']:.3f} av de "
             f"besvarbare og {cross['abstention_recall']:.3f} av dem uten svar."
         )
     return 0

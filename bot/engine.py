@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from bot.abstention import AbstentionModel
+from bot.abstention import AbstentionModel, QuestionMemory
 from bot.answer import Answer, Answerer, Citation
 from bot.config import Settings
 from bot.guide import Cite, Guide
@@ -357,7 +357,8 @@ def _core(settings: Settings, index: Index, embedder: Embedder) -> Core:
     guide = Guide.from_files(kept) if kept is not None else Guide.load(settings.knowledge_dir)
     retriever = Retriever(index, embedder, guide=guide)
     reader = retriever.reader(ReaderModel.for_index(settings.data_dir, embedder.id))
-    return Core(index, retriever, reader, Answerer(abstention))
+    memory = QuestionMemory.for_index(settings.data_dir, embedder.id)
+    return Core(index, retriever, reader, Answerer(abstention, memory=memory))
 
 
 @dataclass(frozen=True)

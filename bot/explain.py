@@ -2,7 +2,8 @@
 
 The stages are the ones the code has: the query plan, the ranked passages with their dense,
 sentence, lexical and guide evidence, the reader's best sentences with their features, and the
-abstention signals with the decision.
+abstention signals with the decision (and the labelled questions nearest to it, which the
+question-memory signal compares it with).
 """
 
 from __future__ import annotations
@@ -10,14 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from bot.abstention import FEATURES as ABSTENTION_FEATURES
+from bot.abstention import QuestionMemory
 from bot.engine import Trace
 from bot.reader import FEATURES as READER_FEATURES
 
 SHOWN_SENTENCES = 8
 
 
-def explanation(trace: Trace, threshold: float, sentences: int = SHOWN_SENTENCES) -> dict[str, Any]:
-    """The trace as plain data (`explain --json`); `threshold` is the abstention rule's."""
+def explanation(
+    trace: Trace,
+    threshold: float,
+    sentences: int = SHOWN_SENTENCES,
+    memory: QuestionMemory | None = None,
+) -> dict[str, Any]:
+    """The trace as plain data (`explain --json`); `threshold` is the abstention rule's,
+    `memory` the labelled questions it is compared with."""
     plan, result, reading, answer = trace.plan, trace.result, trace.reading, trace.answer
     return {
         "question": plan.question,
@@ -78,6 +86,12 @@ def explanation(trace: Trace, threshold: float, sentences: int = SHOWN_SENTENCES
             "probability": round(answer.confidence, 4),
             "threshold": threshold,
             "abstained": answer.abstained,
+            "nearest_labelled": [
+                {"question": question, "answered": answered, "cosine": cosine}
+                for question, answered, cosine in (
+                    memory.nearest(result.query_vector) if memory else []
+                )
+            ],
         },
         "answer": {"lead": answer.lead, "citations": [c.n for c in answer.citations]},
     }
@@ -135,6 +149,9 @@ def render(data: dict[str, Any]) -> str:
         f"(threshold {abstention['threshold']:g}) → {decision}",
     ]
     lines.append("   " + " ".join(f"{k}={v:g}" for k, v in abstention["signals"].items()))
+    for near in abstention["nearest_labelled"]:
+        kind = "answered" if near["answered"] else "not answered"
+        lines.append(f"   like ({kind}, {near['cosine']:.3f}): {_clip(near['question'], 90)}")
     lines += ["", "5. Answer"]
     if abstention["abstained"]:
         lines.append("   not in the documents (the nearest passages are shown as related)")

@@ -355,6 +355,72 @@ def test_off_domain_questions_abstain_in_both_languages(seed_engine) -> None:  #
     assert english.text.startswith(NO_ANSWER["en"])
 
 
+def test_the_question_memory_tells_questions_like_the_unanswered_ones(
+    seed_engine,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A question phrased like labelled ones the documents do not answer gets a negative signal,
+    one phrased like answered ones a positive one; with one kind only there is nothing to tell.
+    (Six labelled questions: each is compared with the nearest one of each kind.)"""
+    from bot import abstention
+    from bot.abstention import QuestionMemory
+    from bot.calibration import held_out_like
+
+    monkeypatch.setattr(abstention, "NEIGHBOURS", 1)
+
+    labelled = {
+        "Hvem leder etatsstyringsmøtet?": True,
+        "Hvor ofte holdes etatsstyringsmøter?": True,
+        "Hva er et tildelingsbrev?": True,
+        "Hvem signerer tildelingsbrevet?": False,
+        "Hva kostet lederprogrammet i 2022?": False,
+        "Hvordan organiserer Bergen kommune styringsdialogen?": False,
+    }
+    embed = seed_engine.embedder.embed_query
+    memory = QuestionMemory(
+        seed_engine.embedder.id,
+        np.array([embed(q) for q in labelled], dtype=np.float32),
+        np.array(list(labelled.values())),
+        tuple(labelled),
+    )
+    assert memory.like_answered(embed("Hvem godkjenner tildelingsbrevet?")) < 0
+    assert memory.like_answered(embed("Hvem leder oppdragsstyringsmøtet?")) > 0
+    assert memory.like_answered(None) == 0.0
+    answered_only = np.array([0, 1, 2])
+    assert memory.like_answered(embed("Hvem signerer tildelingsbrevet?"), among=answered_only) == 0
+    nearest = memory.nearest(embed("Hvem godkjenner tildelingsbrevet?"), n=1)
+    assert [(q, kind) for q, kind, _ in nearest] == [
+        ("Hva er et tildelingsbrev?", True),
+        ("Hvem signerer tildelingsbrevet?", False),
+    ]
+    # In a fit, a question is never compared with itself: held out, "Hvem signerer …" is judged
+    # by the others alone, and so scores otherwise than against a memory that holds it.
+    held = held_out_like(memory, list(range(6)), folds=6)
+    assert held[3] != memory.like_answered(memory.vectors[3])
+    assert held[3] == memory.like_answered(memory.vectors[3], among=np.array([0, 1, 2, 4, 5]))
+
+
+def test_the_question_memory_is_saved_and_loaded(tmp_path: Path, seed_engine) -> None:  # type: ignore[no-untyped-def]
+    from bot.abstention import QuestionMemory
+
+    embed = seed_engine.embedder.embed_query
+    questions = ("Hvem leder etatsstyringsmøtet?", "Hvem signerer tildelingsbrevet?")
+    memory = QuestionMemory(
+        seed_engine.embedder.id,
+        np.array([embed(q) for q in questions], dtype=np.float32),
+        np.array([True, False]),
+        questions,
+    )
+    memory.save(tmp_path / "questions.npz")
+    loaded = QuestionMemory.load(tmp_path / "questions.npz")
+    assert loaded.questions == questions and loaded.embedder == memory.embedder
+    probe = embed("Hvem godkjenner tildelingsbrevet?")
+    assert abs(loaded.like_answered(probe) - memory.like_answered(probe)) < 1e-2
+    # Another embedder's memory is not used: its vectors cannot be compared.
+    assert QuestionMemory.for_index(tmp_path, "another/model") is None
+    assert QuestionMemory.for_index(tmp_path, memory.embedder).questions == questions
+
+
 # ---------------------------------------------------------------------------------------------
 # Follow-ups
 
@@ -511,6 +577,10 @@ def test_explain_shows_every_stage(tmp_path: Path, seed_data: Path) -> None:
     assert {"dense", "sentence", "bm25", "fused"} <= set(data["passages"][0])
     assert set(data["reader"][0]["features"]) == set(FEATURES)
     assert data["abstention"]["abstained"] is False
+    # The labelled questions the memory signal compares it with, of both kinds.
+    near = data["abstention"]["nearest_labelled"]
+    assert {n["answered"] for n in near} == {True, False} and all(n["question"] for n in near)
+    assert "like_answered" in data["abstention"]["signals"]
 
 
 def test_eval_reports_lead_hit_and_follow_up_pairs(tmp_path: Path, seed_data: Path) -> None:
@@ -571,6 +641,11 @@ def test_calibrate_fits_the_reader_and_the_rule_into_the_data_dir(
     engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
     assert engine.reader.model.fitted_on == "labelled.jsonl"
     assert engine.answerer.abstention.fitted_on == "labelled.jsonl"
+    # … and the question memory: every labelled question, with whether the documents answer it.
+    memory = engine.answerer.memory
+    assert memory is not None and len(memory.questions) == len(fit.read_text().splitlines())
+    assert memory.answered.any() and not memory.answered.all()
+    assert "like_answered" in rule["features"]
 
     only_answerable = tmp_path / "answerable.jsonl"
     only_answerable.write_text(
