@@ -60,18 +60,19 @@ class QuestionMemory:
         all of them when None). 0 when there is nothing to compare with."""
         if vector is None:
             return 0.0
-        rows = np.arange(len(self.questions)) if among is None else among
-        answered = self.answered[rows]
+        vectors, answered = self.vectors, self.answered
+        if among is not None:
+            vectors, answered = vectors[among], answered[among]
         if answered.all() or not answered.any():
             return 0.0
-        similarity = self.vectors[rows].astype(np.float32) @ np.asarray(vector, np.float32)
+        similarity = vectors @ np.asarray(vector, vectors.dtype)
         return float(_top_mean(similarity[answered]) - _top_mean(similarity[~answered]))
 
     def nearest(self, vector: np.ndarray | None, n: int = 2) -> list[tuple[str, bool, float]]:
         """The `n` nearest labelled questions of each kind: (question, answered, cosine)."""
         if vector is None or not len(self.questions):
             return []
-        similarity = self.vectors.astype(np.float32) @ np.asarray(vector, np.float32)
+        similarity = self.vectors @ np.asarray(vector, self.vectors.dtype)
         found: list[tuple[str, bool, float]] = []
         for kind in (True, False):
             rows = np.flatnonzero(self.answered == kind)
