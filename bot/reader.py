@@ -46,6 +46,7 @@ FEATURES = (
     "guide",  # the role guide quotes this sentence for what the question asks
     "card",  # the role guide quotes it for another field of a meeting form or document named
     "earlier",  # the passage the earlier answer cited (follow-ups)
+    "restates",  # IDF-weighted share of the earlier question's words in it (follow-ups)
     "heading",  # a bare heading or label, not a statement
     "question",  # the sentence is itself a question
     "length",  # log of its number of words
@@ -383,6 +384,11 @@ class Reader:
     def _sentence_terms(self, text: str) -> frozenset[str]:
         return frozenset(t for t in self.analyzer.terms(text) if "_" not in t)
 
+    def _question_weights(self, text: str) -> dict[str, float]:
+        """The IDF weight of each of a question's terms."""
+        terms = {t for t in self.analyzer.terms(text) if "_" not in t}
+        return {t: self.idf.get(t, self.unseen_idf) for t in terms}
+
     def _word_weights(self, text: str) -> dict[str, float]:
         """The question's words (folded, stop words left out), each weighted by its stem's IDF."""
         weights: dict[str, float] = {}
@@ -405,8 +411,8 @@ class Reader:
         guide_quotes = [normalize(cite.quote) for cite, _ in result.guide_cites]
         card_quotes = [normalize(cite.quote) for _, _, cite, _ in result.card_quotes]
         asked = f"{plan.search_text} {result.expansion}".strip()
-        query_terms = {t for t in self.analyzer.terms(asked) if "_" not in t}
-        weights = {t: self.idf.get(t, self.unseen_idf) for t in query_terms}
+        weights = self._question_weights(asked)
+        query_terms = set(weights)
         total = sum(weights.values()) or 1.0
         question_pairs = self._pairs(plan.search_text)
         words = {w: (weight, _grams(w)) for w, weight in self._word_weights(asked).items()}
@@ -417,6 +423,11 @@ class Reader:
         focus = set(self.analyzer.terms(result.focus)) if result.focus else None
         typed = plan.answer_type in TYPED
         earlier = set(plan.context.cited) if plan.context else set()
+        # A follow-up asks for something new: a sentence in the earlier question's words ("Kan
+        # tillitsbasert styring og ledelse medføre mer forskjellsbehandling?" after that question,
+        # then "hvilket annet dilemma nevnes?") is seldom what it asks for.
+        before = self._question_weights(plan.context.question) if plan.context else {}
+        before_total = sum(before.values()) or 1.0
         best_score = passages[0].score
 
         raw: list[tuple[int, str, float]] = []
@@ -496,6 +507,7 @@ class Reader:
                 "guide": float(quoted_by_guide),
                 "card": float(_quoted(folded, card_quotes)),
                 "earlier": float(passage.chunk.id in earlier),
+                "restates": sum(w for t, w in before.items() if t in terms) / before_total,
                 "heading": float(_is_heading(text, passage.chunk.heading)),
                 "question": float(text.rstrip().endswith("?")),
                 "length": math.log(max(n_words, 1)),

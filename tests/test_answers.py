@@ -452,6 +452,22 @@ def test_an_english_questions_topic_is_the_norwegian_words_the_documents_have(se
     assert not {"how", "many", "through", "teams"} & set(topic.lower().split()), topic
 
 
+def test_a_follow_up_asks_for_something_new_not_its_earlier_question(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    """ "hvilket annet dilemma nevnes?" after «Kan tillitsbasert styring føre til mer
+    forskjellsbehandling?»: the slide's own question, in the earlier question's words, is marked
+    as restating it, and another dilemma on that slide leads."""
+    first = "Kan tillitsbasert styring føre til mer forskjellsbehandling?"
+    context = seed_engine.ask(first).follow_up_context()
+    trace = seed_engine.trace("hvilket annet dilemma nevnes?", context=context)
+    restating = [c for c in trace.reading.candidates if "forskjellsbehandling?" in c.text]
+    assert restating and restating[0].features["restates"] > 0.5
+    best = trace.reading.best
+    assert best is not None and best.features["restates"] < 0.1, best.text
+    assert "forskjellsbehandling" not in best.lead
+    alone = seed_engine.trace(first)  # a question on its own restates nothing
+    assert all(c.features["restates"] == 0.0 for c in alone.reading.candidates)
+
+
 def test_a_follow_up_is_supported_by_the_passage_its_earlier_answer_cited(seed_engine) -> None:  # type: ignore[no-untyped-def]
     """ "hvor ofte skal virksomhetene gjennomføre den?" after «Hva er 10-faktor?»: the sentence
     that answers ("hvert annet år") stands in the passage the first answer cited, without the
