@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.abstention import AbstentionModel, QuestionMemory
 from bot.guide import FIELDS, Card, Cite
-from bot.query import FollowUpContext, bounded_topic
+from bot.query import AnswerType, FollowUpContext, bounded_topic
 from bot.reader import LEAD_CHARS, READ_PASSAGES, TYPED, Candidate, Reading
 from bot.retrieval import Passage, SearchResult
 from ingest.clean import fold as normalize
@@ -261,7 +261,8 @@ class Answerer:
         confidence = self.abstention.probability(signals) if result.passages else 0.0
         topic = bounded_topic(_topic(result))
         unanswerable = not result.passages or not reading.best or _unexpanded(result)
-        if unanswerable or confidence < self.abstention.threshold:
+        settled = guide_settles(result)
+        if unanswerable or (confidence < self.abstention.threshold and not settled):
             return Answer(
                 question=result.query,
                 language=language,
@@ -292,7 +293,7 @@ class Answerer:
             statements=statements,
             criteria=criteria,
             citations=citations,
-            confident=confidence >= self.abstention.threshold + HEDGE,
+            confident=settled or confidence >= self.abstention.threshold + HEDGE,
             topic=topic,
             confidence=confidence,
             passages=result.passages,
@@ -471,6 +472,24 @@ def _unexpanded(result: SearchResult) -> bool:
     """ "Hva står SOL for?" where the documents never spell SOL out: not in the documents."""
     term = result.guide.definition
     return bool(term and result.guide.asks_expansion and not term.expansion)
+
+
+def guide_settles(result: SearchResult) -> bool:
+    """The role guide holds the answer itself, quoting the documents: the question asks what a
+    term it defines is ("Hva er et tildelingsbrev?", "What is a tildelingsbrev?"), what an
+    abbreviation the documents spell out stands for, or whether the meeting forms it names are
+    governance. The abstention rule does not turn such a question away: how like an unanswered
+    question it reads ("Hvilken mal brukes for tildelingsbrev?") does not change that the
+    documents define the term."""
+    match = result.guide
+    if match.classify:
+        return True
+    term = match.definition
+    if term is None or result.plan is None:
+        return False
+    if match.asks_expansion:
+        return bool(term.expansion)
+    return result.plan.answer_type is AnswerType.DEFINITION
 
 
 def _guide_answers(result: SearchResult) -> bool:

@@ -19,7 +19,7 @@ from bot import logistic
 from bot.abstention import FEATURES as ABSTENTION_FEATURES
 from bot.abstention import AbstentionModel, QuestionMemory
 from bot.abstention import fit as fit_abstention
-from bot.answer import signals_for
+from bot.answer import guide_settles, signals_for
 from bot.engine import Engine
 from bot.query import FollowUpContext
 from bot.reader import FEATURES, ReaderModel, Reading
@@ -205,12 +205,16 @@ def calibrate(
     if len(set(answerable)) < 2:
         raise CalibrationError("abstention needs answerable and out-of-scope questions")
     memory = question_memory(engine, observed)
+    # Questions the role guide answers itself are never turned away: the threshold is chosen
+    # on the others.
+    settled = [guide_settles(item.result) for item in observed]
     abstention_cs = (abstention_c,) if abstention_c is not None else ABSTENTION_CS
     best: tuple[int, float, list[float]] | None = None
     for c in (reader_c,) if reader_c is not None else READER_CS:
         probabilities, hits = _cross_validate(
             engine, observed, memory, fitted_on, c, abstention_cs[0], folds
         )
+        probabilities = _decided(probabilities, settled)
         if best is None or hits > best[0]:
             best = (hits, c, probabilities)
     assert best is not None
@@ -220,6 +224,7 @@ def calibrate(
     abstention_c = abstention_cs[0]
     for c in abstention_cs[1:]:
         probabilities, _ = _cross_validate(engine, observed, memory, fitted_on, reader_c, c, folds)
+        probabilities = _decided(probabilities, settled)
         at = _threshold(probabilities, answerable, false_abstention)
         if _recall(probabilities, answerable, at) > recall:
             held_out, threshold, abstention_c = probabilities, at, c
@@ -243,8 +248,8 @@ def calibrate(
             misread.append(item.example.id)
     wrong = [
         item.example.id
-        for item, s, y in zip(observed, signals, answerable, strict=True)
-        if abstention.abstains(s) == y
+        for item, s, y, guide in zip(observed, signals, answerable, settled, strict=True)
+        if (abstention.abstains(s) and not guide) == y
     ]
     n_answerable = sum(answerable)
     n_out = len(answerable) - n_answerable
@@ -301,6 +306,11 @@ def _cross_validate(
                 best = engine.reader.read(item.result).best
                 lead_hits += bool(best and holds(best.lead, item.example.expect_any))
     return probabilities, lead_hits
+
+
+def _decided(probabilities: list[float], settled: list[bool]) -> list[float]:
+    """Held-out answer probabilities as the answer step uses them: 1 where the guide settles it."""
+    return [1.0 if guide else p for p, guide in zip(probabilities, settled, strict=True)]
 
 
 def _recall(probabilities: list[float], answerable: list[bool], threshold: float) -> float:

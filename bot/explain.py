@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.abstention import FEATURES as ABSTENTION_FEATURES
 from bot.abstention import QuestionMemory
+from bot.answer import guide_settles
 from bot.engine import Trace
 from bot.reader import FEATURES as READER_FEATURES
 
@@ -86,6 +87,7 @@ def explanation(
             "probability": round(answer.confidence, 4),
             "threshold": threshold,
             "abstained": answer.abstained,
+            "settled_by_guide": guide_settles(result),
             "nearest_labelled": [
                 {"question": question, "answered": answered, "cosine": cosine}
                 for question, answered, cosine in (
@@ -143,6 +145,8 @@ def render(data: dict[str, Any]) -> str:
 
     abstention = data["abstention"]
     decision = "abstains" if abstention["abstained"] else "answers"
+    if not abstention["abstained"] and abstention.get("settled_by_guide"):
+        decision += " (the role guide holds the answer: the rule does not turn it away)"
     lines += [
         "",
         f"4. Abstention: probability {abstention['probability']:.3f} "

@@ -7,13 +7,14 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SEED_KNOWLEDGE, console_script, make_settings, subprocess_env
 
-from bot.answer import years_covered
+from bot.answer import guide_settles, years_covered
 from bot.conversation import ConversationService
 from bot.messages import NO_ANSWER
 from bot.query import AnswerType, from_nynorsk, plan
@@ -735,3 +736,29 @@ def test_an_index_without_sentence_texts_still_reads_sentences(
     engine = Engine.open(make_settings(data, SEED_KNOWLEDGE), progress=False)
     assert len(engine.index.sentence_texts) == len(vectors)
     assert "Ledes av kommunaldirektør" in engine.ask("Hvem leder etatsstyringsmøtet?").lead
+
+
+@pytest.mark.parametrize(
+    ("question", "settled"),
+    [
+        ("What is a tildelingsbrev?", True),  # the guide defines the term asked about
+        ("Hva står MRS for?", True),  # … and spells the abbreviation out
+        ("Er et fagmøte styring?", True),  # the decision aid classifies the meeting form
+        ("Hvilken mal brukes for tildelingsbrev?", False),  # names a defined term, asks more
+        ("Hva står SOL for?", False),  # the documents never spell it out
+    ],
+)
+def test_what_the_role_guide_answers_itself_is_never_turned_away(
+    seed_engine, monkeypatch, question: str, settled: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """A rule that would turn every question away still lets through the questions the role guide
+    answers itself (a defined term, a spelt-out abbreviation, a classification): a question that
+    reads like unanswered ones ("Hvilken mal brukes for tildelingsbrev?") must not make the bot
+    refuse "What is a tildelingsbrev?"."""
+    strict = replace(seed_engine.answerer.abstention, threshold=1.01)
+    monkeypatch.setattr(seed_engine.answerer, "abstention", strict)
+    answer = seed_engine.ask(question)
+    assert guide_settles(seed_engine.trace(question).result) is settled
+    assert answer.abstained is not settled
+    if settled:
+        assert answer.confident and answer.citations
