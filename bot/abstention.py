@@ -2,7 +2,8 @@
 reader found.
 
 The signals ask three things: is the *topic* in the documents (the best cosine, the share of the
-question's words the first passages hold, words the index has never seen), is the *answer* there
+question's words the first passages hold, words the index has never seen, a name inside the
+question it never mentions), is the *answer* there
 (the reader's best sentence, whether any candidate holds the asked-for answer type, a year the
 question names that no passage covers, a question about "today"), and is the question *like* the
 labelled ones the documents answer or like those they do not ("who signs …", "what did … cost",
@@ -26,6 +27,7 @@ FEATURES = (
     "coverage_top3",  # best IDF-weighted share of the question's words among the first three
     "unknown_share",  # IDF-weighted share of the question's words the index has never seen
     "english",  # English question (its words are not the documents' words)
+    "unknown_name",  # it names something the index never mentions ("Bergen", "GDPR")
     "reader_top",  # the reader's estimate that its best sentence answers (logit)
     "type_support",  # a sentence about the question holds the asked-for answer type
     "type_unsupported",  # it asks for a name, number, date … and no sentence about it has one
@@ -48,25 +50,38 @@ class QuestionMemory:
     """The labelled questions of a calibration, as the embedder sees them (their query vectors),
     and whether the documents answer each. A new question's `like_answered` is the mean cosine of
     its NEIGHBOURS nearest answered questions minus that of its nearest unanswered ones: positive
-    when it is phrased like what the documents answer, negative when like what they do not."""
+    when it is phrased like what the documents answer, negative when like what they do not.
+
+    An unanswered question whose reason another signal names (a name the index never mentions,
+    a year no passage covers) is left out of the comparison: its vector carries its topic, which
+    the documents may well answer ("Hvor mange ansatte hadde Oslo kommune i 2023?" is no reason
+    to turn away "Hvor mange ansatte har Oslo kommune?")."""
 
     embedder: str
     vectors: np.ndarray  # one unit vector per labelled question
     answered: np.ndarray  # bool, per labelled question
     questions: tuple[str, ...]
+    explained: np.ndarray | None = None  # bool: unanswered for a reason another signal names
+
+    def _compared(self) -> np.ndarray:
+        """Which labelled questions the signal compares with (bool, per question)."""
+        if self.explained is None:
+            return np.ones(len(self.answered), dtype=bool)
+        return self.answered | ~self.explained
 
     def like_answered(self, vector: np.ndarray | None, among: np.ndarray | None = None) -> float:
         """The signal for a query vector, compared with the labelled questions `among` (indices;
         all of them when None). 0 when there is nothing to compare with."""
         if vector is None:
             return 0.0
-        vectors, answered = self.vectors, self.answered
+        vectors, answered, compared = self.vectors, self.answered, self._compared()
         if among is not None:
-            vectors, answered = vectors[among], answered[among]
-        if answered.all() or not answered.any():
+            vectors, answered, compared = vectors[among], answered[among], compared[among]
+        answered, unanswered = answered & compared, ~answered & compared
+        if not answered.any() or not unanswered.any():
             return 0.0
         similarity = vectors @ np.asarray(vector, vectors.dtype)
-        return float(_top_mean(similarity[answered]) - _top_mean(similarity[~answered]))
+        return float(_top_mean(similarity[answered]) - _top_mean(similarity[unanswered]))
 
     def nearest(self, vector: np.ndarray | None, n: int = 2) -> list[tuple[str, bool, float]]:
         """The `n` nearest labelled questions of each kind: (question, answered, cosine)."""
@@ -74,8 +89,9 @@ class QuestionMemory:
             return []
         similarity = self.vectors @ np.asarray(vector, self.vectors.dtype)
         found: list[tuple[str, bool, float]] = []
+        compared = self._compared()
         for kind in (True, False):
-            rows = np.flatnonzero(self.answered == kind)
+            rows = np.flatnonzero((self.answered == kind) & compared)
             seen: set[str] = set()  # a question labelled in two files is shown once
             for row in rows[np.argsort(-similarity[rows], kind="stable")]:
                 if len(seen) == n:
@@ -92,6 +108,7 @@ class QuestionMemory:
             vectors=self.vectors.astype(np.float16),
             answered=self.answered.astype(bool),
             questions=np.array(self.questions, dtype=str),
+            explained=~self._compared(),
         )
 
     @classmethod
@@ -102,6 +119,7 @@ class QuestionMemory:
                 data["vectors"].astype(np.float32),
                 data["answered"].astype(bool),
                 tuple(str(q) for q in data["questions"]),
+                data["explained"].astype(bool) if "explained" in data else None,
             )
 
     @classmethod

@@ -222,6 +222,7 @@ def signals_for(
         "coverage_top3": result.signals.coverage_top3,
         "unknown_share": result.signals.unknown_share,
         "english": float(result.signals.english),
+        "unknown_name": float(result.signals.unknown_name),
         "reader_top": math.log(top / (1 - top)),
         "type_support": reading.type_support(),
         "type_unsupported": float(

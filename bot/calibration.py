@@ -136,19 +136,31 @@ def abstention_signals(
     return signals
 
 
+# The abstention signals that name why the documents do not answer a question: the question
+# memory leaves out the unanswered questions one of them holds for.
+EXPLAINED_BY = ("unknown_name", "year_missing")
+
+
 def question_memory(engine: Engine, observed: list[Observed]) -> QuestionMemory:
-    """The labelled questions as the engine's embedder saw them, and which the documents answer."""
+    """The labelled questions as the engine's embedder saw them, which the documents answer, and
+    which of the others a signal of their own explains."""
     vectors = [item.result.query_vector for item in observed]
     width = next((len(v) for v in vectors if v is not None), 1)
     # A question the index returned nothing for has no vector: it stands nowhere near the others.
     rows = np.array(
         [v if v is not None else np.zeros(width) for v in vectors], dtype=np.float32
     ).reshape(len(vectors), width)
+    explained = [
+        item.example.abstain
+        and any(signals_for(item.result, item.reading, False)[name] for name in EXPLAINED_BY)
+        for item in observed
+    ]
     return QuestionMemory(
         engine.embedder.id,
         rows,
         np.array([not item.example.abstain for item in observed], dtype=bool),
         tuple(item.example.question for item in observed),
+        np.array(explained, dtype=bool),
     )
 
 

@@ -399,26 +399,36 @@ class Speller:
 
     def __init__(self, counts: Counter[str]) -> None:
         self._counts = counts
-        self._deletes: dict[str, list[str]] | None = None
+        self._deletes: dict[int, dict[str, list[str]]] = {}
 
-    def _index(self) -> dict[str, list[str]]:
-        if self._deletes is None:
+    def _index(self, min_count: int = MIN_TARGET_COUNT) -> dict[str, list[str]]:
+        if min_count not in self._deletes:
             deletes: dict[str, list[str]] = {}
             for word, n in self._counts.items():
-                if n < MIN_TARGET_COUNT or len(word) < MIN_MEND_CHARS - 1 or not word.isalpha():
+                if n < min_count or len(word) < MIN_MEND_CHARS - 1 or not word.isalpha():
                     continue
                 for key in {word, *_deletions(word)}:
                     deletes.setdefault(key, []).append(word)
-            self._deletes = deletes
-        return self._deletes
+            self._deletes[min_count] = deletes
+        return self._deletes[min_count]
 
     def correct(self, word: str, min_chars: int = 0) -> str | None:
         """The index's word for a word it does not know, or None."""
         lowered = word.lower()
         if len(lowered) < max(MIN_MEND_CHARS, min_chars) or lowered in self._counts:
             return None
+        return self._nearest(lowered, self._index())
+
+    def resembles(self, word: str) -> bool:
+        """Whether the index has this word, or one a typo away, even one it uses only once (a
+        misspelt name: "Jostien" for "Jostein")."""
+        lowered = word.lower()
+        if lowered in self._counts:
+            return True
+        return len(lowered) >= MIN_MEND_CHARS and self._nearest(lowered, self._index(1)) is not None
+
+    def _nearest(self, lowered: str, index: dict[str, list[str]]) -> str | None:
         limit = 1 if len(lowered) < TWO_EDITS_CHARS else 2
-        index = self._index()
         candidates: set[str] = set()
         for key in {lowered, *_deletions(lowered)}:
             candidates.update(index.get(key, ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -82,6 +83,9 @@ class Signals:
     coverage_top3: float = 0.0  # best IDF-weighted query-term coverage among the first three
     unknown_share: float = 1.0  # IDF-weighted share of query terms that occur nowhere in the index
     english: bool = False
+    # The question names something (a capitalised word inside it: "Bergen", "GDPR") that occurs
+    # nowhere in the index, after spelling and translation: the documents say nothing of it.
+    unknown_name: bool = False
 
     def as_vector(self) -> list[float]:
         return [self.dense_top, self.coverage_top3, self.unknown_share, float(self.english)]
@@ -107,6 +111,10 @@ class SearchResult:
     expansion: str = ""  # Norwegian words searched with the question (glossary, lexicon)
     focus: str = ""  # what a "hvor mange …?" question counts, in the documents' language
 
+
+# A capitalised word inside a sentence (after a word or a comma and a space, or an opening
+# parenthesis or quote).
+_NAME = re.compile(r"(?:(?<=[\w,;] )|(?<=[(«'\"]))[A-ZÆØÅ][\wæøåÆØÅ]{2,}")
 
 # What of a question the model reads (BM25 reads it all). The model's time grows faster than the
 # text: 15 ms for a question of 50 characters, 0.16 s for 300, 0.85 s for 1000, so a long message
@@ -243,6 +251,7 @@ class Retriever:
             coverage_top3=max((p.coverage for p in passages[:3]), default=0.0),
             unknown_share=self._unknown_share(query_terms),
             english=language == "en",
+            unknown_name=self._unknown_name(plan.text, query_terms),
         )
         return SearchResult(
             plan.question,
@@ -313,6 +322,21 @@ class Retriever:
         weights = self._weights(query_terms)
         unknown = sum(w for t, w in weights.items() if t not in self._idf)
         return unknown / sum(weights.values())
+
+    def _unknown_name(self, text: str, query_terms: set[str]) -> bool:
+        """Whether a name inside the question (a capitalised word of three letters or more that
+        does not open a sentence) is one of its words the index has never seen, nor a word a
+        typo away."""
+        unknown = {t for t in query_terms if t not in self._idf}
+        if not unknown:
+            return False
+        for name in _NAME.findall(text):
+            terms = [t for t in self.analyzer.terms(name) if "_" not in t]
+            if any(t in unknown for t in terms) and not (
+                self.speller and self.speller.resembles(name)
+            ):
+                return True
+        return False
 
     def _coverage(self, query_terms: set[str], position: int) -> float:
         if not query_terms:

@@ -401,6 +401,40 @@ def test_the_question_memory_tells_questions_like_the_unanswered_ones(
     assert held[3] == memory.like_answered(memory.vectors[3], among=np.array([0, 1, 2, 4, 5]))
 
 
+def test_the_memory_leaves_out_unanswered_questions_another_signal_explains(
+    monkeypatch, seed_engine
+) -> None:  # type: ignore[no-untyped-def]
+    """ "Hvor mange ansatte hadde Oslo kommune i 2023?" is unanswered for its year, which the
+    year signal weighs: it is no reason to think the documents do not say how many work there."""
+    from bot import abstention
+    from bot.abstention import QuestionMemory
+
+    monkeypatch.setattr(abstention, "NEIGHBOURS", 1)
+    labelled = {
+        "Hva er et tildelingsbrev?": (True, False),
+        "Hvor mange ansatte hadde Oslo kommune i 2023?": (False, True),
+        "Hvem signerer tildelingsbrevet?": (False, False),
+    }
+    embed = seed_engine.embedder.embed_query
+    vectors = np.array([embed(q) for q in labelled], dtype=np.float32)
+    answered = np.array([a for a, _ in labelled.values()])
+    explained = np.array([e for _, e in labelled.values()])
+    probe = embed("Hvor mange ansatte har Oslo kommune?")
+    every = QuestionMemory(seed_engine.embedder.id, vectors, answered, tuple(labelled))
+    memory = QuestionMemory(seed_engine.embedder.id, vectors, answered, tuple(labelled), explained)
+    assert every.like_answered(probe) < memory.like_answered(probe) - 0.02
+    assert [q for q, kind, _ in memory.nearest(probe, n=1) if not kind] == [
+        "Hvem signerer tildelingsbrevet?"
+    ]
+
+
+def test_the_signals_that_explain_a_question_away_are_abstention_signals() -> None:
+    from bot.abstention import FEATURES as SIGNALS
+    from bot.calibration import EXPLAINED_BY
+
+    assert set(EXPLAINED_BY) <= set(SIGNALS)
+
+
 def test_the_question_memory_is_saved_and_loaded(tmp_path: Path, seed_engine) -> None:  # type: ignore[no-untyped-def]
     from bot.abstention import QuestionMemory
 
@@ -411,10 +445,12 @@ def test_the_question_memory_is_saved_and_loaded(tmp_path: Path, seed_engine) ->
         np.array([embed(q) for q in questions], dtype=np.float32),
         np.array([True, False]),
         questions,
+        np.array([False, True]),
     )
     memory.save(tmp_path / "questions.npz")
     loaded = QuestionMemory.load(tmp_path / "questions.npz")
     assert loaded.questions == questions and loaded.embedder == memory.embedder
+    assert loaded.explained is not None and loaded.explained.tolist() == [False, True]
     probe = embed("Hvem godkjenner tildelingsbrevet?")
     assert abs(loaded.like_answered(probe) - memory.like_answered(probe)) < 1e-2
     # Another embedder's memory is not used: its vectors cannot be compared.

@@ -64,6 +64,27 @@ def test_an_english_questions_unknown_words_are_topic_words_not_function_words(s
     assert off_topic > 0.5
 
 
+@pytest.mark.parametrize(
+    ("question", "names_unknown"),
+    [
+        ("Hvordan har Tromsø kommune innført tillitsbasert styring?", True),
+        ("How does Aarhus run its agency governance meetings?", True),
+        ("Hva sier GDPR om referater fra etatsstyringsmøter?", True),
+        ("Hva sier Jostein Askim om styring?", False),  # a name the documents hold
+        ("Hva sier Jostien Askim om styring?", False),  # … misspelt, and mended
+        ("What does Oslo kommune say about trust?", False),
+        ("Hva er Tillitsbasert styring?", False),  # a capital letter is not a name unknown
+        ("Tromsø har egne etater?", False),  # the question's first word may be any word
+    ],
+)
+def test_a_name_the_index_never_mentions_is_a_signal_to_abstain(  # type: ignore[no-untyped-def]
+    seed_engine, question: str, names_unknown: bool
+) -> None:
+    """A question about another municipality, a law or a system the documents never name is
+    near-domain, but the documents cannot answer it."""
+    assert seed_engine.retriever.search(question).signals.unknown_name is names_unknown
+
+
 def test_passages_are_ranked_best_first_and_k_is_respected(seed_engine) -> None:  # type: ignore[no-untyped-def]
     result = seed_engine.retriever.search("Hva er et fagmøte?", k=7)
 
