@@ -74,9 +74,12 @@ _DEFINITION = re.compile(
 _CLASSIFY = re.compile(
     r"\beller\b|\bhva nå\b|\bhva gjør (jeg|vi)\b|\bregnes\b|\bteller\b|\bskal vi\b|"
     r"^\s*(er|var|blir)\s+(dette|det|et|en|den|møtet)\b|\bor\b|^\s*(is|was)\s+(this|it|a|an|the)\b"
-    r"|\bwhat now\b|\bwhat do (i|we) do\b",
+    r"|\bwhat now\b|\bwhat do (i|we) do\b|\bforskjell\w*\b|\bskiller\b|\bdifference\b"
+    r"|\bcounts?\s+as\b|\bregarded\s+as\b",
     re.IGNORECASE,
 )
+# "Hva er styring?": what the decision aid tells apart, not a term of the glossary.
+_GOVERNANCE_ITSELF = re.compile(r"(styring|governance|steering)", re.IGNORECASE)
 _GOVERNANCE_WORD = re.compile(
     r"\b(styring|virksomhetsstyring|styringssignal\w*|styrer|styres)\b|\bgovernance\b|"
     r"\bsteering\b|\binstructions?\b|\bsignals?\b",
@@ -271,6 +274,9 @@ class Guide:
             _CLASSIFY.search(question) and (result.cards or governance) and about_styring
         )
         definition = _DEFINITION.match(question)
+        if definition and not result.cards:
+            asked = normalize(definition.group("rest")).strip(" ?.!\"'")
+            result.classify = result.classify or bool(_GOVERNANCE_ITSELF.fullmatch(asked))
         if definition and not result.classify:
             rest = normalize(definition.group("rest"))
             rest = re.sub(r"^(en|et|ei|a|an|the)\s+", "", rest).strip(" ?.!\"'")

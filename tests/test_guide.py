@@ -103,6 +103,17 @@ def test_what_mrs_stands_for_is_answered_from_the_glossary(seed_engine, guide: G
     assert fold(mrs.cite.quote) in fold(answer.citations[0].text)
 
 
+def test_tillitsbasert_styring_is_defined_by_the_glossary(seed_engine, guide: Guide) -> None:  # type: ignore[no-untyped-def]
+    """ "Tillitsbasert styring" is what most people call tillitsbasert styring og ledelse: asked
+    what it is, the glossary's quote leads, not a slide that mentions it in passing."""
+    tsl = next(t for t in guide.terms if t.term == "TSL")
+    assert guide.match("Hva er tillitsbasert styring?").definition == tsl
+
+    answer = seed_engine.ask("Hva er tillitsbasert styring?")
+    assert not answer.abstained
+    assert fold(tsl.cite.quote) in fold(answer.lead)
+
+
 def test_english_definition_question_is_answered_in_english(seed_engine) -> None:  # type: ignore[no-untyped-def]
     answer = seed_engine.ask("What does TB stand for?")
 
@@ -168,6 +179,36 @@ def test_plain_definition_question_is_not_a_classification(guide: Guide) -> None
     assert not match.classify
     assert match.definition is not None
     assert match.definition.term == "fagmøte"
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Hva er styring?",
+        "What is governance?",
+        "What counts as styring?",
+        "Hva er forskjellen på styring og fagmøte?",
+        "What is the difference between a fagmøte and an etatsstyringsmøte?",
+        "Hva skiller et kontaktmøte fra et etatsstyringsmøte?",
+    ],
+)
+def test_what_styring_is_and_how_forms_differ_is_answered_by_the_decision_aid(
+    guide: Guide, question: str
+) -> None:
+    """What styring is, and what tells two meeting forms apart, is what the decision aid says;
+    a term the glossary defines stays a definition."""
+    assert guide.match(question).classify
+    assert not guide.match("Hva er styringsdialogen?").classify
+    assert not guide.match("Hva er en styringsmodell?").classify
+
+
+def test_what_styring_is_gets_the_decision_aid_in_the_users_language(seed_engine) -> None:  # type: ignore[no-untyped-def]
+    norwegian = seed_engine.ask("Hva er styring?")
+    english = seed_engine.ask("What counts as styring?")
+
+    assert not norwegian.abstained and not english.abstained
+    assert DECISION_AID in norwegian.text
+    assert "What tells governance (styring) from other dialogue" in english.text
 
 
 def test_yes_no_question_about_minutes_is_a_field_question(guide: Guide) -> None:
