@@ -78,8 +78,7 @@ _CLASSIFY = re.compile(
     r"|\bcounts?\s+as\b|\bregarded\s+as\b",
     re.IGNORECASE,
 )
-# "Hva er styring?": what the decision aid tells apart, not a term of the glossary.
-_GOVERNANCE_ITSELF = re.compile(r"(styring|governance|steering)", re.IGNORECASE)
+_GOVERNANCE_ITSELF = {"styring", "governance", "steering"}  # "Hva er styring?"
 _GOVERNANCE_WORD = re.compile(
     r"\b(styring|virksomhetsstyring|styringssignal\w*|styrer|styres)\b|\bgovernance\b|"
     r"\bsteering\b|\binstructions?\b|\bsignals?\b",
@@ -274,17 +273,19 @@ class Guide:
             _CLASSIFY.search(question) and (result.cards or governance) and about_styring
         )
         definition = _DEFINITION.match(question)
-        if definition and not result.cards:
-            asked = normalize(definition.group("rest")).strip(" ?.!\"'")
-            result.classify = result.classify or bool(_GOVERNANCE_ITSELF.fullmatch(asked))
+        asked = ""  # what a definition question asks about, folded, without an article
+        if definition:
+            asked = normalize(definition.group("rest"))
+            asked = re.sub(r"^(en|et|ei|a|an|the)\s+", "", asked).strip(" ?.!\"'")
+        # "Hva er styring?" asks what the decision aid tells apart, not for a glossary term.
+        if asked in _GOVERNANCE_ITSELF and not result.cards:
+            result.classify = True
         if definition and not result.classify:
-            rest = normalize(definition.group("rest"))
-            rest = re.sub(r"^(en|et|ei|a|an|the)\s+", "", rest).strip(" ?.!\"'")
             for term in result.terms:
                 names = [term.term, *term.aliases, *term.english]
                 if term.expansion:
                     names.append(term.expansion)
-                if any(_same_name(rest, name) for name in names):
+                if any(_same_name(asked, name) for name in names):
                     result.definition = term
                     result.asks_expansion = bool(_EXPANSION.search(question))
                     break
